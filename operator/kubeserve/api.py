@@ -1,0 +1,584 @@
+"""The ModelDeployment API (kubeserve.io/v1alpha1): parse once, validate once, frozen.
+
+These pydantic models are the single source of the CRD's OpenAPI schema (see ``crd.py``):
+field descriptions, defaults, bounds and patterns are written here once. Cross-field rules
+are written twice on purpose, as CEL for the API server (``CEL_RULES``) and as Python
+validators here, and a test feeds both the same corpus so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+GROUP = "kubeserve.io"
+VERSION = "v1alpha1"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Kubernetes quantities ("500m", "2Gi", 1). Same grammar as resource.Quantity, kept simple.
+QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+CLUSTER_URI_SCHEMES = ("s3", "gs", "https", "pvc")
+# An object-store URI must name a bucket; pvc:// must name a claim.
+MODEL_URI_PATTERN = r"^(s3|gs|https|pvc)://[^/@?#\s]+(/[^\s]*)?$"
+MAX_URI_LENGTH = 2048
+
+
+class InvalidSpec(ValueError):
+    """The one error for a ModelDeployment that cannot be served; names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="forbid",
+        use_enum_values=False,
+    )
+    # CEL rules written on this level of the CRD schema: (rule, message, Python twin in validators).
+    cel_rules: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+
+def _desc(text: str, **kwargs: Any) -> Any:
+    return Field(description=text, **kwargs)
+
+
+class Runtime(StrEnum):
+    TFSERVING = "tfserving"
+    TORCHSERVE = "torchserve"
+    ONNXRUNTIME = "onnxruntime"
+
+
+class AutoscalingEngine(StrEnum):
+    HPA = "hpa"
+    KEDA = "keda"
+
+
+class MetricType(StrEnum):
+    CPU = "cpu"
+    MEMORY = "memory"
+    REQUESTS_PER_SECOND = "requestsPerSecond"
+    QUEUE_LATENCY = "queueLatency"
+    CONCURRENCY = "concurrency"
+    GPU_UTILIZATION = "gpuUtilization"
+
+
+class RolloutStrategy(StrEnum):
+    ROLLING_UPDATE = "RollingUpdate"
+    RECREATE = "Recreate"
+
+
+class GraphOptimizationLevel(StrEnum):
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+Quantity = Annotated[
+    str | int,
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+]
+IntOrPercent = Annotated[
+    str | int,
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": r"^[0-9]+%?$"}),
+]
+
+
+class ModelSource(_Model):
+    uri: str = _desc(
+        "Where the model lives: s3://bucket/path, gs://bucket/path, https://host/path (a file or "
+        "an archive), or pvc://claim/path (mounted read-only). `kubeserve serve` also accepts a "
+        "local path or file://. Credentials never go in the URI: use credentialsSecret.",
+        min_length=1,
+        max_length=MAX_URI_LENGTH,
+        # Checked in _uri, so that `kubeserve serve` can admit local paths.
+        json_schema_extra={"pattern": MODEL_URI_PATTERN},
+    )
+    name: str | None = _desc(
+        "The name the server exposes the model under. Defaults to metadata.name.",
+        default=None,
+        max_length=128,
+        pattern=MODEL_NAME_PATTERN,
+    )
+    credentials_secret: str | None = _desc(
+        "Name of a Secret in the same namespace, read only by the storage initializer (mounted "
+        "as files). Keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, "
+        "GOOGLE_APPLICATION_CREDENTIALS_JSON, HTTPS_BEARER_TOKEN. Not allowed with pvc://.",
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+
+    cel_rules = (
+        (
+            "!self.uri.matches('^[a-z0-9]+://[^/]*@')",
+            "model.uri must not embed credentials (user:password@); put them in a Secret and "
+            "set model.credentialsSecret",
+        ),
+        (
+            "!self.uri.matches('(^|/)\\\\.\\\\.(/|$)')",
+            "model.uri must not contain '..' path segments",
+        ),
+        (
+            "!has(self.credentialsSecret) || !self.uri.startsWith('pvc://')",
+            "model.credentialsSecret is not used with pvc:// URIs; remove it",
+        ),
+    )
+
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _uri(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        if re.match(r"^[a-z0-9]+://[^/]*@", value):
+            raise ValueError(
+                "must not embed credentials (user:password@); put them in a Secret and set "
+                "model.credentialsSecret"
+            )
+        if re.search(r"(^|/)\.\.(/|$)", value):
+            raise ValueError("must not contain '..' path segments")
+        if (info.context or {}).get("local") and _is_local_uri(value):
+            # `kubeserve serve` reads models from this machine; the pattern is for clusters.
+            return value
+        if not re.match(MODEL_URI_PATTERN, value):
+            raise ValueError(
+                "must be s3://bucket/path, gs://bucket/path, https://host/path or "
+                "pvc://claim/path"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _secret_with_pvc(self) -> ModelSource:
+        if self.credentials_secret and self.uri.startswith("pvc://"):
+            raise ValueError("credentialsSecret is not used with pvc:// URIs; remove it")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+
+def _is_local_uri(value: str) -> bool:
+    return value.startswith("file://") or "://" not in value
+
+
+class EnvVar(_Model):
+    name: str = _desc("Environment variable name.", min_length=1, pattern=ENV_NAME_PATTERN)
+    value: str | None = _desc("Literal value.", default=None)
+    value_from: dict[str, Any] | None = _desc(
+        "A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+    )
+
+    cel_rules = (
+        ("!(has(self.value) && has(self.valueFrom))", "env: set value or valueFrom, not both"),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set value or valueFrom, not both")
+        return self
+
+
+class Toleration(_Model):
+    key: str | None = _desc("Taint key to tolerate; empty with Exists matches all.", default=None)
+    operator: str | None = _desc(
+        "Exists or Equal (default Equal).", default=None, pattern=r"^(Exists|Equal)$"
+    )
+    value: str | None = _desc("Taint value for Equal.", default=None)
+    effect: str | None = _desc(
+        "NoSchedule, PreferNoSchedule or NoExecute; empty matches all.",
+        default=None,
+        pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$",
+    )
+    toleration_seconds: int | None = _desc(
+        "How long a NoExecute taint is tolerated.", default=None
+    )
+
+
+class ResourceRequirements(_Model):
+    requests: dict[str, Quantity] | None = _desc(
+        "Minimum resources, e.g. {cpu: 500m, memory: 1Gi}.", default=None
+    )
+    limits: dict[str, Quantity] | None = _desc(
+        "Maximum resources. GPU resources are set from spec.gpu, not here.", default=None
+    )
+
+
+class Gpu(_Model):
+    count: int = _desc(
+        "Number of GPU devices (or MIG slices) per replica. A whole number >= 1.",
+        default=1,
+        ge=1,
+        le=16,
+    )
+    resource_name: str = _desc(
+        "The extended resource the device plugin advertises.",
+        default="nvidia.com/gpu",
+        max_length=253,
+        pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
+    )
+    product: list[Annotated[str, Field(min_length=1, max_length=63)]] | None = _desc(
+        "Accepted GPU products, matched against the GPU Feature Discovery product label "
+        "(e.g. NVIDIA-A100-SXM4-80GB). Any of them will do.",
+        default=None,
+        max_length=16,
+    )
+    min_memory_mi_b: int | None = Field(
+        default=None,
+        alias="minMemoryMiB",
+        ge=1,
+        description="Minimum memory per GPU in MiB, matched with Gt on the GPU memory label.",
+    )
+    mig_profile: str | None = _desc(
+        "A MIG profile such as 1g.10gb: requests nvidia.com/mig-<profile> (mixed strategy) "
+        "instead of whole GPUs.",
+        default=None,
+        pattern=MIG_PROFILE_PATTERN,
+    )
+    runtime_class_name: str | None = _desc(
+        "RuntimeClass for the pod (e.g. nvidia), when the cluster needs one.",
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+
+    cel_rules = (
+        (
+            "!has(self.migProfile) || self.count == 1",
+            "gpu.migProfile: a process can use only one MIG device; keep gpu.count 1 and scale "
+            "with replicas",
+        ),
+        (
+            "!has(self.migProfile) || self.resourceName == 'nvidia.com/gpu'",
+            "gpu.migProfile is an NVIDIA feature; leave gpu.resourceName at nvidia.com/gpu",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _mig(self) -> Gpu:
+        if self.mig_profile and self.count != 1:
+            raise ValueError(
+                "migProfile: a process can use only one MIG device; keep count 1 and scale "
+                "with replicas"
+            )
+        if self.mig_profile and self.resource_name != "nvidia.com/gpu":
+            raise ValueError(
+                "migProfile is an NVIDIA feature; leave resourceName at nvidia.com/gpu"
+            )
+        return self
+
+
+class Metric(_Model):
+    type: MetricType = _desc(
+        "cpu and memory: average utilization (% of requests). requestsPerSecond, queueLatency "
+        "(milliseconds), concurrency: the runtime's own Prometheus series, per pod. "
+        "gpuUtilization: DCGM_FI_DEV_GPU_UTIL (%)."
+    )
+    target: float = _desc("Target value per pod.", gt=0, le=1_000_000)
+
+
+class Behavior(_Model):
+    scale_down_stabilization_seconds: int | None = _desc(
+        "How long the autoscaler waits before scaling down (HPA behavior / KEDA "
+        "advanced.horizontalPodAutoscalerConfig).",
+        default=None,
+        ge=0,
+        le=3600,
+    )
+
+
+class Autoscaling(_Model):
+    min_replicas: int = _desc(
+        "Lowest replica count. 0 (scale to zero) needs engine keda.", default=1, ge=0, le=1000
+    )
+    max_replicas: int = _desc("Highest replica count.", ge=1, le=1000)
+    engine: AutoscalingEngine = _desc(
+        "hpa: an autoscaling/v2 HorizontalPodAutoscaler. keda: a KEDA ScaledObject.",
+        default=AutoscalingEngine.HPA,
+    )
+    metrics: list[Metric] = _desc(
+        "What to scale on. Defaults to cpu at 80%.",
+        default_factory=lambda: [Metric(type=MetricType.CPU, target=80)],
+        min_length=1,
+        max_length=8,
+    )
+    behavior: Behavior | None = _desc("Scaling behaviour.", default=None)
+
+    cel_rules = (
+        ("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must be <= maxReplicas"),
+        (
+            "self.minReplicas >= 1 || self.engine == 'keda'",
+            "autoscaling.minReplicas 0 (scale to zero) needs engine keda",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be <= maxReplicas")
+        if self.min_replicas == 0 and self.engine != AutoscalingEngine.KEDA:
+            raise ValueError("minReplicas 0 (scale to zero) needs engine keda")
+        return self
+
+
+class Rollout(_Model):
+    strategy: RolloutStrategy = _desc(
+        "Deployment strategy. Default: RollingUpdate, or Recreate for one GPU replica.",
+        default=RolloutStrategy.ROLLING_UPDATE,
+    )
+    max_surge: IntOrPercent | None = _desc(
+        "RollingUpdate maxSurge (default 25%, or 0 with a GPU).", default=None
+    )
+    max_unavailable: IntOrPercent | None = _desc(
+        "RollingUpdate maxUnavailable (default 25%, or 1 with a GPU).", default=None
+    )
+
+    cel_rules = (
+        (
+            "self.strategy == 'RollingUpdate' || (!has(self.maxSurge) && "
+            "!has(self.maxUnavailable))",
+            "rollout.maxSurge and maxUnavailable apply only to RollingUpdate",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _rolling_only(self) -> Rollout:
+        if self.strategy == RolloutStrategy.RECREATE and (
+            self.max_surge is not None or self.max_unavailable is not None
+        ):
+            raise ValueError("maxSurge and maxUnavailable apply only to RollingUpdate")
+        return self
+
+
+class Batching(_Model):
+    max_batch_size: int = _desc(
+        "Largest batch the server forms from concurrent requests.", default=1, ge=1, le=1024
+    )
+    max_delay_ms: float = _desc(
+        "Longest a request waits for others to fill a batch, in milliseconds.",
+        default=0,
+        ge=0,
+        le=10_000,
+    )
+
+
+class SessionOptions(_Model):
+    intra_op_threads: int = _desc(
+        "ONNX Runtime intra-op threads (0: one per core).", default=0, ge=0, le=256
+    )
+    inter_op_threads: int = _desc("ONNX Runtime inter-op threads (0: default).", default=0, ge=0, le=256)
+    graph_optimization_level: GraphOptimizationLevel = _desc(
+        "ONNX Runtime graph optimisation level.", default=GraphOptimizationLevel.ALL
+    )
+
+
+class NetworkPolicy(_Model):
+    enabled: bool = _desc(
+        "Create a NetworkPolicy that admits ingress only to the serving and metrics ports.",
+        default=False,
+    )
+    from_: list[dict[str, Any]] | None = Field(
+        default=None,
+        alias="from",
+        description="NetworkPolicyPeers allowed in. Default: any pod in the same namespace.",
+        json_schema_extra={
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
+    )
+
+
+class ModelDeploymentSpec(_Model):
+    runtime: Runtime = _desc("The serving runtime: tfserving, torchserve or onnxruntime.")
+    model: ModelSource = _desc("The model to serve and where to fetch it from.")
+    replicas: int = _desc(
+        "Pod count. Ignored when autoscaling is set.", default=1, ge=0, le=1000
+    )
+    resources: ResourceRequirements | None = _desc(
+        "CPU and memory for the server container.", default=None
+    )
+    image: str | None = _desc(
+        "Server image override. Default: the operator's configured image for the runtime "
+        "(its GPU variant when spec.gpu is set).",
+        default=None,
+        min_length=1,
+        max_length=512,
+    )
+    env: list[EnvVar] | None = _desc(
+        "Extra environment for the server container.", default=None, max_length=128
+    )
+    node_selector: dict[str, str] | None = _desc(
+        "Merged with the GPU node selection, never overwritten by it.", default=None
+    )
+    tolerations: list[Toleration] | None = _desc(
+        "Merged with the GPU toleration.", default=None, max_length=64
+    )
+    affinity: dict[str, Any] | None = _desc(
+        "A Kubernetes Affinity; GPU node affinity terms are merged into it.",
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
+    )
+    gpu: Gpu | None = _desc("GPU request and node selection.", default=None)
+    autoscaling: Autoscaling | None = _desc(
+        "Autoscaling; when set, the autoscaler owns the replica count.", default=None
+    )
+    rollout: Rollout | None = _desc(
+        "Deployment strategy override. Default is GPU-safe: no surge pod when a GPU is requested.",
+        default=None,
+    )
+    batching: Batching | None = _desc(
+        "Server-side dynamic batching (onnxruntime, torchserve, tfserving).", default=None
+    )
+    session_options: SessionOptions | None = _desc(
+        "ONNX Runtime session options (runtime onnxruntime only).", default=None
+    )
+    network_policy: NetworkPolicy | None = _desc(
+        "Optional NetworkPolicy restricting ingress to the serving ports.", default=None
+    )
+
+    cel_rules = (
+        (
+            "!has(self.sessionOptions) || self.runtime == 'onnxruntime'",
+            "sessionOptions applies only to runtime onnxruntime",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _session_options(self) -> ModelDeploymentSpec:
+        if self.session_options is not None and self.runtime != Runtime.ONNXRUNTIME:
+            raise ValueError("sessionOptions applies only to runtime onnxruntime")
+        return self
+
+
+class Condition(_Model):
+    """A metav1.Condition."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    type: str = _desc("Condition type, e.g. Ready.")
+    status: str = _desc("True, False or Unknown.", pattern=r"^(True|False|Unknown)$")
+    reason: str = _desc("CamelCase reason.")
+    message: str = _desc("Human-readable detail.", default="")
+    last_transition_time: str = _desc("When status last changed (RFC 3339).")
+    observed_generation: int | None = _desc(
+        "The generation this condition was computed for.", default=None
+    )
+
+
+class AutoscalerStatus(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    current_replicas: int | None = _desc("Replicas the autoscaler sees now.", default=None)
+    desired_replicas: int | None = _desc("Replicas the autoscaler wants.", default=None)
+
+
+class ModelDeploymentStatus(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    observed_generation: int | None = _desc(
+        "The metadata.generation the status describes.", default=None
+    )
+    conditions: list[Condition] = _desc(
+        "Ready (the roll-up), Available, Progressing, Schedulable, AutoscalerReady.",
+        default_factory=list,
+    )
+    replicas: int | None = _desc("Pods of the current Deployment.", default=None)
+    ready_replicas: int | None = _desc("Pods ready to serve.", default=None)
+    url: str | None = _desc("Where to send requests (the Service, inside the cluster).", default=None)
+    autoscaler: AutoscalerStatus | None = _desc("The autoscaler's view.", default=None)
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    namespace: str = Field(default="default", max_length=63, pattern=DNS_LABEL_PATTERN)
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] | None = None
+
+
+class ModelDeployment(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    api_version: str = Field(alias="apiVersion", default=API_VERSION)
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model.name or self.metadata.name
+
+    @classmethod
+    def parse(cls, obj: Any, *, local: bool = False) -> ModelDeployment:
+        """Validate a raw object; raise the single InvalidSpec error naming the field.
+
+        ``local`` is for `kubeserve serve`: it admits model URIs on this machine.
+        """
+        if not isinstance(obj, dict):
+            raise InvalidSpec("", "a ModelDeployment must be a mapping")
+        if obj.get("kind", KIND) != KIND or obj.get("apiVersion", API_VERSION) != API_VERSION:
+            raise InvalidSpec(
+                "apiVersion",
+                f"expected {API_VERSION} {KIND}, got {obj.get('apiVersion')} {obj.get('kind')}",
+            )
+        try:
+            return cls.model_validate(obj, context={"local": local})
+        except ValidationError as exc:
+            raise _invalid_spec(exc) from None
+
+
+def _invalid_spec(exc: ValidationError) -> InvalidSpec:
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return InvalidSpec(field, message)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the union member ("str", "int", "function-after[...]") in error paths.
+    return isinstance(part, str) and (part in {"str", "int"} or "[" in part)
+
+
+SCHEMA_MODELS: tuple[type[_Model], ...] = (
+    ModelSource,
+    EnvVar,
+    Gpu,
+    Autoscaling,
+    Rollout,
+    ModelDeploymentSpec,
+)

@@ -1,0 +1,99 @@
+"""The `kubeserve` command: run | render | crd | serve | package | version."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .api import InvalidSpec, ModelDeployment
+from .config import OperatorConfig
+from .yamlio import dump_all
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubeserve", description=__doc__)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the operator against the current cluster")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch NS (repeatable)")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL")
+    run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)")
+    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBESERVE_LOG_FORMAT", "text"))
+    run.add_argument("--log-level", default=os.environ.get("KUBESERVE_LOG_LEVEL", "INFO"))
+    run.set_defaults(func=_run)
+
+    render = sub.add_parser("render", help="print the objects the operator would apply (no cluster)")
+    render.add_argument("-f", "--filename", required=True, help="ModelDeployment YAML ('-' for stdin)")
+    render.set_defaults(func=_render)
+
+    crd = sub.add_parser("crd", help="print the ModelDeployment CRD")
+    crd.set_defaults(func=_crd)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda _args: print(__version__) or 0)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .operator_main import run_operator
+
+    return run_operator(
+        namespaces=args.namespace,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+
+
+def _crd(_args: argparse.Namespace) -> int:
+    from .crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def load_documents(filename: str) -> list[Any]:
+    text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
+    return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .render import render
+
+    cfg = OperatorConfig.from_env()
+    out: list[dict[str, Any]] = []
+    try:
+        for doc in load_documents(args.filename):
+            out.extend(render(ModelDeployment.parse(doc), cfg))
+    except InvalidSpec as exc:
+        print(f"kubeserve: invalid ModelDeployment: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"kubeserve: cannot read {args.filename}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    sys.stdout.write(dump_all(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

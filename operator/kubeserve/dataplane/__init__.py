@@ -1,0 +1,1 @@
+"""Code that runs inside the serving images (ONNX Runtime server, storage initializer)."""

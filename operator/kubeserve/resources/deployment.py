@@ -1,0 +1,148 @@
+"""The Deployment that runs the model server."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..api import ModelDeployment, RolloutStrategy
+from ..config import OperatorConfig
+from ..runtimes import runtime_for
+from ..runtimes.base import CONFIG_DIR, BuildContext
+from . import gpu as gpu_rules
+from .labels import labels, metadata, selector_labels
+from .names import child_name
+from .security import container_security_context, pod_security_context
+from .storage import model_storage
+
+# KServe's defaults: enough for a small model, and HPA utilization needs requests.
+DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
+CONFIG_VOLUME = "config"
+
+
+def build_context(md: ModelDeployment, cfg: OperatorConfig) -> BuildContext:
+    gpu = md.spec.gpu is not None
+    return BuildContext(
+        image=md.spec.image or cfg.image(md.spec.runtime, gpu),
+        gpu=gpu,
+        image_pull_policy=cfg.image_pull_policy,
+    )
+
+
+def deployment(
+    md: ModelDeployment, cfg: OperatorConfig, *, config_map: str | None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(md)},
+        "strategy": strategy(md),
+        "revisionHistoryLimit": 3,
+        "template": {
+            "metadata": {"labels": labels(md)},
+            "spec": pod_spec(md, cfg, config_map=config_map),
+        },
+    }
+    if md.spec.autoscaling is None:
+        # With an autoscaler, replicas belong to it: leaving the field out of our apply
+        # means server-side apply never fights the autoscaler over it.
+        spec["replicas"] = md.spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(md, child_name(md.name)),
+        "spec": spec,
+    }
+
+
+def strategy(md: ModelDeployment) -> dict[str, Any]:
+    rollout = md.spec.rollout
+    replicas = md.spec.autoscaling.min_replicas if md.spec.autoscaling else md.spec.replicas
+    if rollout and rollout.strategy == RolloutStrategy.RECREATE:
+        return {"type": "Recreate"}
+    if md.spec.gpu and rollout is None and replicas <= 1 and md.spec.autoscaling is None:
+        # One GPU replica: a surge pod would wait forever for a second GPU.
+        return {"type": "Recreate"}
+    surge: int | str = "25%"
+    unavailable: int | str = "25%"
+    if md.spec.gpu:
+        # Replace pods in place: never ask the cluster for a spare GPU during a rollout.
+        surge, unavailable = 0, 1
+    if rollout:
+        surge = rollout.max_surge if rollout.max_surge is not None else surge
+        unavailable = rollout.max_unavailable if rollout.max_unavailable is not None else unavailable
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
+
+
+def pod_spec(md: ModelDeployment, cfg: OperatorConfig, *, config_map: str | None) -> dict[str, Any]:
+    ctx = build_context(md, cfg)
+    runtime = runtime_for(md.spec.runtime)
+    storage = model_storage(
+        md, initializer_image=cfg.storage_initializer_image, pull_policy=cfg.image_pull_policy
+    )
+    volumes = [*storage.volumes, {"name": "tmp", "emptyDir": {}}]
+    mounts = [*storage.server_mounts, {"name": "tmp", "mountPath": "/tmp"}]
+    if config_map:
+        volumes.append({"name": CONFIG_VOLUME, "configMap": {"name": config_map}})
+        mounts.append({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True})
+
+    server = runtime.container(md, ctx)
+    server["env"] = _merge_env(server.get("env", []), md)
+    server["resources"] = _resources(md)
+    server["volumeMounts"] = mounts
+    server["securityContext"] = container_security_context()
+
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [server],
+        "volumes": volumes,
+    }
+    if storage.init_containers:
+        pod["initContainers"] = storage.init_containers
+    if md.spec.node_selector:
+        pod["nodeSelector"] = dict(md.spec.node_selector)
+    affinity = gpu_rules.affinity(md, cfg)
+    if affinity:
+        pod["affinity"] = affinity
+    tolerations = gpu_rules.tolerations(md, cfg)
+    if tolerations:
+        pod["tolerations"] = tolerations
+    if md.spec.gpu and md.spec.gpu.runtime_class_name:
+        pod["runtimeClassName"] = md.spec.gpu.runtime_class_name
+    return pod
+
+
+def _merge_env(defaults: list[dict[str, Any]], md: ModelDeployment) -> list[dict[str, Any]]:
+    # The env list is keyed by name under server-side apply: duplicates are an error there.
+    merged: dict[str, dict[str, Any]] = {e["name"]: e for e in defaults}
+    for var in md.spec.env or []:
+        merged[var.name] = var.model_dump(by_alias=True, exclude_none=True)
+    return list(merged.values())
+
+
+def _resources(md: ModelDeployment) -> dict[str, Any]:
+    user = md.spec.resources
+    requests: dict[str, Any] = dict(DEFAULT_RESOURCES)
+    limits: dict[str, Any] = {}
+    if user is not None:
+        requests = {k: str(v) for k, v in (user.requests or {}).items()} or (
+            {k: str(v) for k, v in (user.limits or {}).items()}
+        )
+        limits = {k: str(v) for k, v in (user.limits or {}).items()}
+    else:
+        limits = {"memory": DEFAULT_RESOURCES["memory"]}
+    if md.spec.gpu:
+        devices = gpu_rules.gpu_resources(md.spec.gpu)
+        requests.update(devices)
+        limits.update(devices)
+    resources: dict[str, Any] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def config_map_data(md: ModelDeployment, cfg: OperatorConfig) -> Mapping[str, str]:
+    return runtime_for(md.spec.runtime).config_files(md, build_context(md, cfg))

@@ -1,0 +1,36 @@
+"""Every kind of child the operator may create: the source for pruning and for RBAC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    api_version: str
+    kind: str
+    plural: str
+    # Optional integrations (KEDA) may be absent from a cluster.
+    optional: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+
+CHILD_KINDS: tuple[ChildKind, ...] = (
+    ChildKind("v1", "ConfigMap", "configmaps"),
+    ChildKind("apps/v1", "Deployment", "deployments"),
+    ChildKind("v1", "Service", "services"),
+    ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+    ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", optional=True),
+    ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+    ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+)
+
+
+def kind_of(obj: dict[str, object]) -> ChildKind:
+    for kind in CHILD_KINDS:
+        if kind.api_version == obj["apiVersion"] and kind.kind == obj["kind"]:
+            return kind
+    raise KeyError(f"not a child kind: {obj['apiVersion']} {obj['kind']}")

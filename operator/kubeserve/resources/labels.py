@@ -1,0 +1,49 @@
+"""The labels and owner references every child carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..api import API_VERSION, KIND, ModelDeployment
+from .names import label_value
+
+MANAGED_BY = "kubeserve"
+INSTANCE = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+
+
+def selector_labels(md: ModelDeployment) -> dict[str, str]:
+    """The immutable subset used by the Deployment selector, Service and PDB."""
+    return {
+        "app.kubernetes.io/name": md.spec.runtime.value,
+        INSTANCE: label_value(md.name),
+        MANAGED_BY_LABEL: MANAGED_BY,
+    }
+
+
+def labels(md: ModelDeployment) -> dict[str, str]:
+    return {
+        **selector_labels(md),
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "kubeserve",
+        "app.kubernetes.io/version": __version__,
+    }
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": md.name,
+        "uid": md.metadata.uid or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(md: ModelDeployment, name: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": md.namespace, "labels": labels(md)}
+    if md.metadata.uid:
+        meta["ownerReferences"] = [owner_reference(md)]
+    return meta

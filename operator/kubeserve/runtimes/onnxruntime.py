@@ -1,0 +1,86 @@
+"""ONNX Runtime through our own Open Inference Protocol v2 server (images/onnxruntime)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..api import MetricType, ModelDeployment, Runtime
+from .base import (
+    MODEL_DIR,
+    SERVER_CONTAINER,
+    BuildContext,
+    MetricsEndpoint,
+    Port,
+    PromSeries,
+    container_ports,
+    http_probe,
+    startup_probe,
+)
+
+HTTP_PORT = 8080
+
+
+class OnnxRuntime:
+    runtime = Runtime.ONNXRUNTIME
+    ports = (Port("http", HTTP_PORT, 8080),)
+    metrics = MetricsEndpoint(port="http", path="/metrics")
+    model_layout = "model.onnx at the root of the model directory"
+
+    def container(self, md: ModelDeployment, ctx: BuildContext) -> dict[str, Any]:
+        batching = md.spec.batching
+        options = md.spec.session_options
+        args = [
+            f"--model-dir={MODEL_DIR}",
+            f"--model-name={md.model_name}",
+            "--host=0.0.0.0",
+            f"--port={HTTP_PORT}",
+            f"--device={'cuda' if ctx.gpu else 'cpu'}",
+        ]
+        if batching:
+            args += [
+                f"--max-batch-size={batching.max_batch_size}",
+                f"--max-batch-delay-ms={batching.max_delay_ms:g}",
+            ]
+        if options:
+            args += [
+                f"--intra-op-threads={options.intra_op_threads}",
+                f"--inter-op-threads={options.inter_op_threads}",
+                f"--graph-optimization-level={options.graph_optimization_level.value}",
+            ]
+        return {
+            "name": SERVER_CONTAINER,
+            "image": ctx.image,
+            "imagePullPolicy": ctx.image_pull_policy,
+            "command": ["python", "-m", "kubeserve.dataplane.onnx_server"],
+            "args": args,
+            "ports": container_ports(self.ports),
+            "env": [{"name": "ORT_DISABLE_TELEMETRY", "value": "1"}],
+            "startupProbe": startup_probe(http_probe("/v2/health/live", "http", period=5, failures=1)),
+            "readinessProbe": http_probe("/v2/health/ready", "http", period=5, failures=3),
+            "livenessProbe": http_probe("/v2/health/live", "http", period=10, failures=3),
+        }
+
+    def config_files(self, md: ModelDeployment, ctx: BuildContext) -> Mapping[str, str]:
+        return {}
+
+    def series(self, metric: MetricType) -> PromSeries | None:
+        return _SERIES.get(metric)
+
+
+_SERIES = {
+    MetricType.REQUESTS_PER_SECOND: PromSeries(
+        "kubeserve_inference_requests_per_second",
+        "sum(rate(kubeserve_inference_requests_total{{{selector}}}[1m]))",
+    ),
+    MetricType.QUEUE_LATENCY: PromSeries(
+        "kubeserve_inference_queue_latency_ms",
+        "1000 * sum(rate(kubeserve_inference_queue_duration_seconds_sum{{{selector}}}[1m]))"
+        " / clamp_min(sum(rate(kubeserve_inference_queue_duration_seconds_count"
+        "{{{selector}}}[1m])), 1e-9)",
+    ),
+    MetricType.CONCURRENCY: PromSeries(
+        "kubeserve_inference_concurrency",
+        "sum(rate(kubeserve_inference_request_duration_seconds_sum{{{selector}}}[1m]))",
+    ),
+}

@@ -1,0 +1,91 @@
+"""TensorFlow Serving: the official binary in our image (images/tfserving)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..api import MetricType, ModelDeployment, Runtime
+from .base import (
+    CONFIG_DIR,
+    MODEL_DIR,
+    SERVER_CONTAINER,
+    BuildContext,
+    MetricsEndpoint,
+    Port,
+    PromSeries,
+    container_ports,
+    http_probe,
+    startup_probe,
+    tcp_probe,
+)
+
+GRPC_PORT = 8500
+REST_PORT = 8501
+METRICS_PATH = "/monitoring/prometheus/metrics"
+MONITORING_FILE = "monitoring_config.txt"
+BATCHING_FILE = "batching_parameters.txt"
+
+
+class TFServing:
+    runtime = Runtime.TFSERVING
+    ports = (Port("http", REST_PORT, 8080), Port("grpc", GRPC_PORT, 9000))
+    metrics = MetricsEndpoint(port="http", path=METRICS_PATH)
+    model_layout = "<version>/saved_model.pb (numeric version directories) in the model directory"
+
+    def container(self, md: ModelDeployment, ctx: BuildContext) -> dict[str, Any]:
+        args = [
+            f"--port={GRPC_PORT}",
+            f"--rest_api_port={REST_PORT}",
+            f"--model_name={md.model_name}",
+            f"--model_base_path={MODEL_DIR}",
+            f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_FILE}",
+        ]
+        if md.spec.batching:
+            args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_FILE}"]
+        return {
+            "name": SERVER_CONTAINER,
+            "image": ctx.image,
+            "imagePullPolicy": ctx.image_pull_policy,
+            "command": ["tensorflow_model_server"],
+            "args": args,
+            "ports": container_ports(self.ports),
+            "startupProbe": startup_probe(tcp_probe("grpc", period=5, failures=1)),
+            # 200 only once the model is known to the server.
+            "readinessProbe": http_probe(f"/v1/models/{md.model_name}", "http", period=5, failures=3),
+            "livenessProbe": tcp_probe("grpc", period=10, failures=3),
+        }
+
+    def config_files(self, md: ModelDeployment, ctx: BuildContext) -> Mapping[str, str]:
+        files = {
+            MONITORING_FILE: f'prometheus_config {{\n  enable: true,\n  path: "{METRICS_PATH}"\n}}\n'
+        }
+        if md.spec.batching:
+            b = md.spec.batching
+            files[BATCHING_FILE] = (
+                f"max_batch_size {{ value: {b.max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {round(b.max_delay_ms * 1000)} }}\n"
+                f"max_enqueued_batches {{ value: 1000 }}\n"
+                f"num_batch_threads {{ value: 4 }}\n"
+            )
+        return files
+
+    def series(self, metric: MetricType) -> PromSeries | None:
+        return _SERIES.get(metric)
+
+
+_SERIES = {
+    MetricType.REQUESTS_PER_SECOND: PromSeries(
+        "tfserving_requests_per_second",
+        "sum(rate(:tensorflow:serving:request_count{{{selector}}}[1m]))",
+    ),
+    MetricType.QUEUE_LATENCY: PromSeries(
+        "tfserving_request_latency_ms",
+        "sum(rate(:tensorflow:serving:request_latency_sum{{{selector}}}[1m])) / 1000"
+        " / clamp_min(sum(rate(:tensorflow:serving:request_latency_count{{{selector}}}[1m])), 1e-9)",
+    ),
+    MetricType.CONCURRENCY: PromSeries(
+        "tfserving_concurrency",
+        "sum(rate(:tensorflow:serving:request_latency_sum{{{selector}}}[1m])) / 1e6",
+    ),
+}

@@ -1,0 +1,137 @@
+"""TorchServe, from our own image (upstream TorchServe is archived; images/torchserve).
+
+Token authorization: TorchServe 0.12 turns it on by default, which breaks every standard
+client and hands the token to whoever can read the pod's files. We turn it off and instead
+keep the management API on 127.0.0.1 (never in a Service), leave the model API off, and let
+spec.networkPolicy restrict who reaches the inference port. docs/runtimes.md explains this.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..api import MetricType, ModelDeployment, Runtime
+from .base import (
+    CONFIG_DIR,
+    MODEL_DIR,
+    SERVER_CONTAINER,
+    BuildContext,
+    MetricsEndpoint,
+    Port,
+    PromSeries,
+    container_ports,
+    http_probe,
+    startup_probe,
+    tcp_probe,
+)
+
+INFERENCE_PORT = 8080
+MANAGEMENT_PORT = 8081
+METRICS_PORT = 8082
+CONFIG_FILE = "config.properties"
+# torch-model-archiver's default, which `kubeserve package` keeps.
+MODEL_VERSION = "1.0"
+
+
+class TorchServe:
+    runtime = Runtime.TORCHSERVE
+    ports = (Port("http", INFERENCE_PORT, 8080), Port("metrics", METRICS_PORT, 8082))
+    metrics = MetricsEndpoint(port="metrics", path="/metrics")
+    model_layout = "<model name>.mar in the model store (the model directory)"
+
+    def container(self, md: ModelDeployment, ctx: BuildContext) -> dict[str, Any]:
+        return {
+            "name": SERVER_CONTAINER,
+            "image": ctx.image,
+            "imagePullPolicy": ctx.image_pull_policy,
+            "command": ["torchserve"],
+            "args": [
+                "--foreground",
+                f"--ts-config={CONFIG_DIR}/{CONFIG_FILE}",
+                f"--model-store={MODEL_DIR}",
+                "--disable-token-auth",
+            ],
+            "ports": container_ports(self.ports),
+            "env": [
+                {"name": "ORT_DISABLE_TELEMETRY", "value": "1"},
+                # TorchServe and Java write logs and temp files; only /tmp is writable.
+                {"name": "LOG_LOCATION", "value": "/tmp/logs"},
+                {"name": "METRICS_LOCATION", "value": "/tmp/logs"},
+                {"name": "TEMP", "value": "/tmp"},
+            ],
+            "startupProbe": startup_probe(http_probe("/ping", "http", period=5, failures=1)),
+            "readinessProbe": http_probe("/ping", "http", period=5, failures=3),
+            "livenessProbe": tcp_probe("http", period=10, failures=3),
+        }
+
+    def config_files(self, md: ModelDeployment, ctx: BuildContext) -> Mapping[str, str]:
+        return {CONFIG_FILE: config_properties(md, gpus=_gpu_count(md) if ctx.gpu else 0)}
+
+    def series(self, metric: MetricType) -> PromSeries | None:
+        return _SERIES.get(metric)
+
+
+def _gpu_count(md: ModelDeployment) -> int:
+    return md.spec.gpu.count if md.spec.gpu else 0
+
+
+def config_properties(
+    md: ModelDeployment,
+    *,
+    gpus: int = 0,
+    bind: str = "0.0.0.0",
+    inference_port: int = INFERENCE_PORT,
+    management_port: int = MANAGEMENT_PORT,
+    metrics_port: int = METRICS_PORT,
+    model_store: str = MODEL_DIR,
+) -> str:
+    """TorchServe's config.properties; `kubeserve serve` reuses it with local ports."""
+    batching = md.spec.batching
+    model = {
+        "marName": f"{md.model_name}.mar",
+        "minWorkers": 1,
+        "maxWorkers": 1,
+        "batchSize": batching.max_batch_size if batching else 1,
+        "maxBatchDelay": round(batching.max_delay_ms) if batching else 0,
+        "responseTimeout": 120,
+    }
+    settings = {
+        "inference_address": f"http://{bind}:{inference_port}",
+        "management_address": f"http://127.0.0.1:{management_port}",
+        "metrics_address": f"http://{bind}:{metrics_port}",
+        # gRPC is not exposed by kubeserve; keep it off the network.
+        "grpc_inference_address": "127.0.0.1",
+        "grpc_management_address": "127.0.0.1",
+        "grpc_inference_port": str(management_port + 1000),
+        "grpc_management_port": str(management_port + 1001),
+        "metrics_mode": "prometheus",
+        "model_store": model_store,
+        "load_models": f"{md.model_name}.mar",
+        "models": json.dumps({md.model_name: {MODEL_VERSION: model}}, sort_keys=True),
+        "number_of_gpu": str(gpus),
+        "disable_token_authorization": "true",
+        "enable_model_api": "false",
+        "install_py_dep_per_model": "false",
+        "enable_envvars_config": "false",
+        "default_workers_per_model": "1",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+_SERIES = {
+    MetricType.REQUESTS_PER_SECOND: PromSeries(
+        "ts_inference_requests_per_second",
+        "sum(rate(ts_inference_requests_total{{{selector}}}[1m]))",
+    ),
+    MetricType.QUEUE_LATENCY: PromSeries(
+        "ts_queue_latency_ms",
+        "sum(rate(ts_queue_latency_microseconds{{{selector}}}[1m]))"
+        " / 1000 / clamp_min(sum(rate(ts_inference_requests_total{{{selector}}}[1m])), 1e-9)",
+    ),
+    MetricType.CONCURRENCY: PromSeries(
+        "ts_inference_concurrency",
+        "sum(rate(ts_inference_latency_microseconds{{{selector}}}[1m])) / 1e6",
+    ),
+}
