@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     crd = sub.add_parser("crd", help="print the ModelDeployment CRD")
     crd.set_defaults(func=_crd)
 
+    from .local.commands import add_commands
+
+    add_commands(sub)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)
     return parser

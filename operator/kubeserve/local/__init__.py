@@ -1,0 +1,1 @@
+"""Cluster-free commands: `kubeserve serve` and `kubeserve package`."""
