@@ -1,0 +1,131 @@
+"""One ONNX model in one ONNX Runtime InferenceSession: loading, signature, warm-up, running.
+
+Everything here is blocking; the service calls it from its single inference thread (ORT releases
+the GIL while it runs, so the event loop keeps serving).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# Before onnxruntime is imported anywhere: its telemetry client phones home unless this is set
+# (onnxruntime.disable_telemetry_events() is not enough). A default, so a user may still opt in.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .datatypes import ORT_TO_V2, V2_TO_NUMPY
+from .protocol import TensorSpec
+
+log = logging.getLogger(__name__)
+
+GRAPH_OPTIMIZATION_LEVELS: Mapping[str, Any] = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, is not a valid ONNX model, or uses types we cannot serve."""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
+    inter_op_threads: int = 0
+    graph_optimization_level: str = "all"
+    device: str = "cpu"
+
+
+def select_providers(device: str, available: Sequence[str]) -> list[str]:
+    """Execution providers for `device`, CPU last so ORT can place unsupported nodes there."""
+    if device == "cuda":
+        if CUDA_PROVIDER in available:
+            return [CUDA_PROVIDER, CPU_PROVIDER]
+        log.warning(
+            "--device cuda was requested but CUDAExecutionProvider is not available in this "
+            "onnxruntime build (available: %s); FALLING BACK TO CPU",
+            ", ".join(available),
+        )
+    return [CPU_PROVIDER]
+
+
+class LoadedModel:
+    """An InferenceSession plus the signature read from its graph."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.inputs = tuple(_spec(arg) for arg in session.get_inputs())
+        self.outputs = tuple(_spec(arg) for arg in session.get_outputs())
+        self.output_names = [spec.name for spec in self.outputs]
+        self.providers: list[str] = list(session.get_providers())
+
+    @property
+    def batch_dim_is_dynamic(self) -> bool:
+        """True when every input and output has a dynamic first dimension, the batch axis."""
+        return all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run every output; the caller picks what each request asked for."""
+        results = self.session.run(self.output_names, dict(feeds))
+        return dict(zip(self.output_names, results, strict=True))
+
+    def warmup_feeds(self) -> dict[str, np.ndarray]:
+        """Zeros of each input's declared shape, dynamic dimensions set to 1."""
+        feeds: dict[str, np.ndarray] = {}
+        for spec in self.inputs:
+            shape = tuple(1 if dim == -1 else dim for dim in spec.shape)
+            if spec.datatype == "BYTES":
+                feeds[spec.name] = np.full(shape, "", dtype=object)
+            else:
+                feeds[spec.name] = np.zeros(shape, dtype=V2_TO_NUMPY[spec.datatype])
+        return feeds
+
+    def warmup(self) -> None:
+        """One inference, so the first real request does not pay for lazy initialisation."""
+        self.run(self.warmup_feeds())
+
+
+def load_model(path: Path, settings: SessionSettings) -> LoadedModel:
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[settings.graph_optimization_level]
+    providers = select_providers(settings.device, ort.get_available_providers())
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types for bad files
+        raise ModelLoadError(f"onnxruntime could not load {path}: {exc}") from exc
+    model = LoadedModel(session)
+    unsupported = [
+        f"{spec.name} ({spec.datatype})"
+        for spec in model.inputs
+        if spec.datatype not in V2_TO_NUMPY
+    ]
+    if unsupported:
+        raise ModelLoadError(f"inputs with unsupported types: {', '.join(unsupported)}")
+    return model
+
+
+def _spec(arg: Any) -> TensorSpec:
+    datatype = ORT_TO_V2.get(arg.type)
+    if datatype is None:
+        # Sequences and maps (e.g. sklearn's ZipMap output) have no v2 tensor representation.
+        raise ModelLoadError(f"'{arg.name}' has type {arg.type}, which is not a tensor type")
+    # ORT gives ints for fixed dims and a name or None for dynamic ones; v2 says -1.
+    shape = tuple(dim if isinstance(dim, int) and dim >= 0 else -1 for dim in arg.shape)
+    return TensorSpec(arg.name, datatype, shape)

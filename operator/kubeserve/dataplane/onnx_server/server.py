@@ -1,0 +1,113 @@
+"""Run the app on a TCP socket: bind, load, report ready, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from .app import LOAD_TASK, SERVICE, build_app
+from .options import ServerOptions
+from .service import InferenceService
+
+log = logging.getLogger(__name__)
+
+
+class OnnxServer:
+    """One server in the current event loop.
+
+    `start()` binds the port (so /v2/health/live answers at once) and starts loading the model in
+    the background; `wait_ready()` returns once the model is loaded and warmed up, or raises the
+    load error; `stop()` stops accepting, lets in-flight requests finish for at most
+    `options.shutdown_timeout_s`, then frees the model.
+    """
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.app = build_app(options)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def service(self) -> InferenceService:
+        return self.app[SERVICE]
+
+    @property
+    def port(self) -> int:
+        """The bound port; differs from options.port when that is 0."""
+        if self._runner is None or not self._runner.addresses:
+            raise RuntimeError("the server is not started")
+        return int(self._runner.addresses[0][1])
+
+    @property
+    def url(self) -> str:
+        host = self.options.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        runner = web.AppRunner(
+            self.app,
+            handle_signals=False,  # the caller owns signals (see __main__)
+            access_log=None,  # a log line per request costs more than the request at small sizes
+            shutdown_timeout=self.options.shutdown_timeout_s,
+        )
+        await runner.setup()  # starts the app, and with it the background model load
+        try:
+            site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def wait_ready(self) -> None:
+        # shield: a caller giving up waiting must not cancel the load itself.
+        await asyncio.shield(self.app[LOAD_TASK])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+async def serve(
+    options: ServerOptions,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until `stop` is set or the task is cancelled, then shut down gracefully.
+
+    `ready` is set once the model is loaded and warmed up. A model that fails to load raises
+    (ModelLoadError) after the port is released.
+    """
+    server = OnnxServer(options)
+    await server.start()
+    cancelled = False
+    try:
+        log.info("listening on %s; loading model %r", server.url, options.model_name)
+        await server.wait_ready()
+        log.info(
+            "model %r is ready at %s/v2/models/%s/infer",
+            options.model_name,
+            server.url,
+            options.model_name,
+        )
+        if ready is not None:
+            ready.set()
+        await (stop.wait() if stop is not None else asyncio.get_running_loop().create_future())
+    except asyncio.CancelledError:
+        # Uncancel so the graceful drain below is not cut short, then re-raise after it.
+        cancelled = True
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+    finally:
+        log.info(
+            "shutting down: draining in-flight requests (at most %.0f s)",
+            options.shutdown_timeout_s,
+        )
+        await server.stop()
+    if cancelled:
+        raise asyncio.CancelledError
