@@ -33,16 +33,32 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the operator against the current cluster")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    scope.add_argument("-n", "--namespace", action="append", default=[], help="watch NS (repeatable)")
-    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL")
-    run.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)")
-    run.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("KUBESERVE_LOG_FORMAT", "text"))
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch NS (repeatable)"
+    )
+    run.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL"
+    )
+    run.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus metrics port (0: off)"
+    )
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("KUBESERVE_LOG_FORMAT", "text"),
+    )
     run.add_argument("--log-level", default=os.environ.get("KUBESERVE_LOG_LEVEL", "INFO"))
     run.set_defaults(func=_run)
 
-    render = sub.add_parser("render", help="print the objects the operator would apply (no cluster)")
-    render.add_argument("-f", "--filename", required=True, help="ModelDeployment YAML ('-' for stdin)")
+    render = sub.add_parser(
+        "render", help="print the objects the operator would apply (no cluster)"
+    )
+    render.add_argument(
+        "-f", "--filename", required=True, help="ModelDeployment YAML ('-' for stdin)"
+    )
     render.set_defaults(func=_render)
 
     crd = sub.add_parser("crd", help="print the ModelDeployment CRD")

@@ -42,9 +42,7 @@ ENV_VARS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    images: Mapping[tuple[Runtime, bool], str] = field(
-        default_factory=lambda: _images(ENV_VARS)
-    )
+    images: Mapping[tuple[Runtime, bool], str] = field(default_factory=lambda: _images(ENV_VARS))
     storage_initializer_image: str = ENV_VARS["KUBESERVE_IMAGE_STORAGE_INITIALIZER"]
     image_pull_policy: str = ENV_VARS["KUBESERVE_IMAGE_PULL_POLICY"]
     gpu_product_label: str = ENV_VARS["KUBESERVE_GPU_PRODUCT_LABEL"]

@@ -58,7 +58,12 @@ def model_storage(md: ModelDeployment, *, initializer_image: str, pull_policy: s
         "image": initializer_image,
         "imagePullPolicy": pull_policy,
         "command": ["python", "-m", "kubeserve.dataplane.storage"],
-        "args": [uri, MODEL_DIR, f"--runtime={md.spec.runtime.value}", f"--model-name={md.model_name}"],
+        "args": [
+            uri,
+            MODEL_DIR,
+            f"--runtime={md.spec.runtime.value}",
+            f"--model-name={md.model_name}",
+        ],
         "env": [{"name": "KUBESERVE_CREDENTIALS_DIR", "value": CREDENTIALS_DIR}],
         "volumeMounts": init_mounts,
         "securityContext": container_security_context(),

@@ -56,7 +56,9 @@ class OnnxRuntime:
             "args": args,
             "ports": container_ports(self.ports),
             "env": [{"name": "ORT_DISABLE_TELEMETRY", "value": "1"}],
-            "startupProbe": startup_probe(http_probe("/v2/health/live", "http", period=5, failures=1)),
+            "startupProbe": startup_probe(
+                http_probe("/v2/health/live", "http", period=5, failures=1)
+            ),
             "readinessProbe": http_probe("/v2/health/ready", "http", period=5, failures=3),
             "livenessProbe": http_probe("/v2/health/live", "http", period=10, failures=3),
         }

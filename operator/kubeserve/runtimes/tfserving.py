@@ -42,7 +42,10 @@ class TFServing:
             f"--monitoring_config_file={CONFIG_DIR}/{MONITORING_FILE}",
         ]
         if md.spec.batching:
-            args += ["--enable_batching=true", f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_FILE}"]
+            args += [
+                "--enable_batching=true",
+                f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_FILE}",
+            ]
         return {
             "name": SERVER_CONTAINER,
             "image": ctx.image,
@@ -52,7 +55,9 @@ class TFServing:
             "ports": container_ports(self.ports),
             "startupProbe": startup_probe(tcp_probe("grpc", period=5, failures=1)),
             # 200 only once the model is known to the server.
-            "readinessProbe": http_probe(f"/v1/models/{md.model_name}", "http", period=5, failures=3),
+            "readinessProbe": http_probe(
+                f"/v1/models/{md.model_name}", "http", period=5, failures=3
+            ),
             "livenessProbe": tcp_probe("grpc", period=10, failures=3),
         }
 
