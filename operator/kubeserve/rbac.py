@@ -1,0 +1,99 @@
+"""The operator's Kubernetes permissions: the single source, derived from what the code does.
+
+The Helm chart writes these rules out by hand (charts/kubeserve/templates/_rbac.tpl) and
+tests/chart/test_rbac.py checks that the rendered Roles equal what this module returns, so a
+child kind added to ``CHILD_KINDS`` without RBAC fails a test instead of a cluster.
+
+Where each permission comes from:
+
+- ModelDeployments: kopf lists and watches them and patches them (finalizers, its progress
+  annotations); the operator reads them (get) and patches ``/status``.
+- ``modeldeployments/finalizers`` update: every child's owner reference sets
+  ``blockOwnerDeletion: true`` (resources/labels.py); on clusters with the
+  OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters),
+  setting it needs update on the owner's ``finalizers`` subresource.
+- Children (``CHILD_KINDS``): get (observe), create (server-side apply to a missing object is a
+  create), patch (server-side apply), delete (prune). Deployments are also listed and watched:
+  the operator watches the Deployments it owns to update the status.
+- Events (core v1): kopf posts them with POST, never PATCH or PUT (kopf's documented RBAC needs
+  only ``create``).
+- Nodes: get, list and watch, read-only, for the GPU ``Schedulable`` condition.
+- CustomResourceDefinitions: list and watch, only when watching all namespaces. This is kopf's
+  documented need for runtime observation of resources (the default,
+  ``settings.scanning.disabled = False``). A namespaced operator must run with scanning
+  disabled, because namespaced mode grants nothing cluster-scoped but Nodes.
+
+Not needed: namespaces (kopf lists them only in namespaced mode with scanning on), peering
+objects (the operator runs standalone), admission webhook configurations (none), and API
+discovery (``/api``, ``/apis``: every authenticated user may read them).
+"""
+
+from __future__ import annotations
+
+from .api import GROUP, PLURAL
+from .resources.kinds import CHILD_KINDS, ChildKind
+
+Rule = dict[str, list[str]]
+
+# The order `kubectl describe clusterrole` and most charts use; rules list verbs in it.
+VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete")
+
+MODEL_DEPLOYMENT_VERBS = ("get", "list", "watch", "patch")
+STATUS_VERBS = ("get", "patch")
+FINALIZERS_VERBS = ("update",)
+CHILD_VERBS = ("get", "create", "patch", "delete")
+# Children the operator watches as well as writes: (API group, plural).
+WATCHED_CHILDREN = frozenset({("apps", "deployments")})
+WATCH_VERBS = ("list", "watch")
+EVENT_VERBS = ("create",)
+NODE_VERBS = ("get", "list", "watch")
+CRD_OBSERVATION_VERBS = ("list", "watch")
+
+
+def _rule(group: str, resources: list[str], verbs: tuple[str, ...]) -> Rule:
+    ordered = sorted(set(verbs), key=VERB_ORDER.index)
+    return {"apiGroups": [group], "resources": resources, "verbs": ordered}
+
+
+def child_verbs(kind: ChildKind) -> tuple[str, ...]:
+    verbs: tuple[str, ...] = CHILD_VERBS
+    if (kind.group, kind.plural) in WATCHED_CHILDREN:
+        verbs = (*verbs, *WATCH_VERBS)
+    return tuple(sorted(set(verbs), key=VERB_ORDER.index))
+
+
+def rules(*, namespaced: bool) -> list[Rule]:
+    """The operator's rules where it watches ModelDeployments.
+
+    ``namespaced=True``: a Role in each watched namespace (namespaced resources only).
+    ``namespaced=False``: a ClusterRole bound cluster-wide, which also carries kopf's
+    CustomResourceDefinition observation.
+    """
+    out: list[Rule] = [
+        _rule(GROUP, [PLURAL], MODEL_DEPLOYMENT_VERBS),
+        _rule(GROUP, [f"{PLURAL}/status"], STATUS_VERBS),
+        _rule(GROUP, [f"{PLURAL}/finalizers"], FINALIZERS_VERBS),
+    ]
+    out.extend(_rule(kind.group, [kind.plural], child_verbs(kind)) for kind in CHILD_KINDS)
+    out.append(_rule("", ["events"], EVENT_VERBS))
+    if not namespaced:
+        out.append(
+            _rule("apiextensions.k8s.io", ["customresourcedefinitions"], CRD_OBSERVATION_VERBS)
+        )
+    return out
+
+
+def cluster_rules() -> list[Rule]:
+    """Cluster-scoped reads needed in both modes: Nodes, for GPU schedulability."""
+    return [_rule("", ["nodes"], NODE_VERBS)]
+
+
+def permissions(rule_list: list[Rule]) -> set[tuple[str, str, str]]:
+    """Expand rules into (apiGroup, resource, verb) triples, for comparing rule sets."""
+    return {
+        (group, resource, verb)
+        for rule in rule_list
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
