@@ -1,0 +1,145 @@
+"""Test harness: kmock that creates on apply, object helpers, and the operator runner.
+
+kmock treats a server-side apply PATCH to a missing object as 404 (see shared/KMOCK.md).
+A real API server creates the object; so does ApplyingEmulator, assigning a uid and a
+resourceVersion like the real server would. Field ownership and conflicts remain unemulated;
+the kind e2e suite is the judge of those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import kopf
+from kmock import KubernetesEmulator
+from kmock._internal import enums, rendering
+
+from kubeserve import api
+from kubeserve.config import OperatorConfig
+from kubeserve.resources.kinds import CHILD_KINDS
+
+MD_RESOURCE = f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"
+NAMESPACE = "ml"
+APPLY = "application/apply-patch+yaml"
+_versions = itertools.count(1)
+
+class ApplyingEmulator(KubernetesEmulator):  # type: ignore[misc]
+    async def _handle(self, request: rendering.Request) -> Any:
+        if (
+            request.resource is not None
+            and request.method == enums.method.PATCH
+            and request.headers.get("Content-Type", "").startswith(APPLY)
+            and request.name is not None
+            and not request.url.path.endswith("/status")
+        ):
+            key = (request.resource, request.namespace, request.name)
+            async with self._lock:
+                if key not in self._objects or self._objects[key].deleted:
+                    body = dict(request.data)
+                    meta = dict(body.get("metadata", {}))
+                    meta.setdefault("uid", str(uuid.uuid4()))
+                    meta.setdefault("resourceVersion", str(next(_versions)))
+                    meta.setdefault("generation", 1)
+                    body["metadata"] = meta
+                    if key in self._objects:
+                        self._objects[key].create(body)
+                    else:
+                        self._objects[key] = body
+                    raw = self._objects[key].last.raw
+                    await self._buses[request.resource].put({"type": "ADDED", "object": raw})
+        return await super()._handle(request)
+
+
+def model_deployment(name: str = "mnist", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": str(uuid.uuid4()),
+            "resourceVersion": "1",
+            "generation": 1,
+        },
+        "spec": {
+            "runtime": "onnxruntime",
+            "model": {"uri": "s3://models/mnist/"},
+            **spec,
+        },
+    }
+    return body
+
+
+def children(kmock: Any, name: str = "mnist") -> dict[str, dict[str, Any]]:
+    """The live children of one ModelDeployment in kmock, by kind."""
+    found = {}
+    for kind in CHILD_KINDS:
+        group_version = kind.api_version if "/" in kind.api_version else f"v1"
+        resource = f"{group_version}/{kind.plural}"
+        key = (kmock.resource(resource), NAMESPACE, name)
+        if key in kmock.objects and not kmock.objects[key].deleted:
+            found[kind.kind] = copy.deepcopy(kmock.objects[key].raw)
+    return found
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 20.0, step: float = 0.1) -> Any:
+    """Poll ``check`` until truthy, with a bound (fake loop time under looptime)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {check}")
+        await asyncio.sleep(step)
+
+
+class Api:
+    """A plain HTTP client to kmock, as kubectl would be: changes produce watch events."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    async def request(self, method: str, path: str, body: Any = None, ctype: str = "application/merge-patch+json") -> Any:
+        headers = {"Connection": "close", "Content-Type": ctype}
+        async with aiohttp.ClientSession() as session, session.request(
+            method, self.base + path, json=body, headers=headers
+        ) as response:
+            text = await response.text()
+            assert response.status < 400, (response.status, text)
+            return await response.json() if text else None
+
+    async def create_md(self, body: dict[str, Any]) -> Any:
+        ns = body["metadata"]["namespace"]
+        return await self.request("POST", f"/apis/{api.API_VERSION}/namespaces/{ns}/{api.PLURAL}", body)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(kmock: Any, config: OperatorConfig | None = None) -> AsyncIterator[kopf.Memo]:
+    """The real operator (kubeserve.handlers) as a task; stopped on exit."""
+    import kubeserve.handlers  # noqa: F401  (registers the handlers)
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    memo = kopf.Memo(
+        connection=kopf.ConnectionInfo(server=str(kmock.url)),
+        config=config or OperatorConfig(),
+    )
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready, memo=memo)
+    )
+    await asyncio.wait_for(ready.wait(), timeout=10)
+    try:
+        yield memo
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

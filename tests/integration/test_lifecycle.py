@@ -1,0 +1,148 @@
+"""The operator's core lifecycle against kmock: create, update, invalid spec, drift, prune."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeserve import api
+
+from kmock_harness import NAMESPACE, Api, children, eventually, model_deployment, running_operator
+
+MD_PATH = f"/apis/{api.API_VERSION}/namespaces/{NAMESPACE}/{api.PLURAL}"
+
+
+def md_status(kmock: Any, name: str = "mnist") -> dict[str, Any]:
+    key = (kmock.resource(f"{api.GROUP}/{api.VERSION}/{api.PLURAL}"), NAMESPACE, name)
+    return dict(kmock.objects[key].raw.get("status") or {})
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions", []) if c["type"] == kind), None)
+
+
+async def test_create_applies_children_with_owner_and_field_manager(kmock: Any, kube_api: Api) -> None:
+    body = model_deployment(replicas=2)
+    async with running_operator(kmock):
+        await kube_api.create_md(body)
+        found = await eventually(lambda: len(children(kmock)) >= 3 and children(kmock))
+
+    assert set(found) == {"Deployment", "Service", "PodDisruptionBudget"}
+    for obj in found.values():
+        refs = obj["metadata"]["ownerReferences"]
+        assert refs == [
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": api.KIND,
+                "name": "mnist",
+                "uid": body["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubeserve"
+    assert found["Deployment"]["spec"]["replicas"] == 2
+    server = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert server["command"] == ["python", "-m", "kubeserve.dataplane.onnx_server"]
+
+    applies = [r for r in kmock if r.method == "PATCH" and "apply-patch" in r.headers.get("Content-Type", "")]
+    assert applies, "children must be written with server-side apply"
+    assert {r.params.get("fieldManager") for r in applies} == {"kubeserve"}
+    assert {r.params.get("force") for r in applies} == {"true"}
+
+
+async def test_status_reports_url_and_readiness_from_the_deployment(kmock: Any, kube_api: Api) -> None:
+    async with running_operator(kmock):
+        await kube_api.create_md(model_deployment())
+        await eventually(lambda: condition(md_status(kmock), "Ready"))
+        status = md_status(kmock)
+        assert status["url"] == "http://mnist.ml.svc.cluster.local:8080"
+        assert status["observedGeneration"] == 1
+        assert condition(status, "Ready")["status"] == "False"
+
+        # The Deployment controller reports one ready replica.
+        await kube_api.request(
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/mnist/status",
+            {
+                "status": {
+                    "replicas": 1,
+                    "readyReplicas": 1,
+                    "conditions": [
+                        {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                    ],
+                }
+            },
+        )
+        ready = await eventually(
+            lambda: (c := condition(md_status(kmock), "Ready")) and c["status"] == "True" and c
+        )
+    assert ready["reason"] == "ReplicasReady"
+    status = md_status(kmock)
+    assert status["readyReplicas"] == 1
+    assert condition(status, "Available")["status"] == "True"
+    assert condition(status, "Progressing")["reason"] == "NewReplicaSetAvailable"
+
+
+async def test_update_reaches_the_children(kmock: Any, kube_api: Api) -> None:
+    async with running_operator(kmock):
+        await kube_api.create_md(model_deployment())
+        await eventually(lambda: "Deployment" in children(kmock))
+        await kube_api.request(
+            "PATCH",
+            f"{MD_PATH}/mnist",
+            {"metadata": {"generation": 2}, "spec": {"replicas": 3, "env": [{"name": "LOG", "value": "debug"}]}},
+        )
+        deployment = await eventually(
+            lambda: (d := children(kmock).get("Deployment")) and d["spec"].get("replicas") == 3 and d
+        )
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "LOG", "value": "debug"} in env
+
+
+async def test_invalid_spec_gets_a_condition_and_leaves_children_alone(kmock: Any, kube_api: Api) -> None:
+    async with running_operator(kmock):
+        await kube_api.create_md(model_deployment())
+        before = await eventually(lambda: "Deployment" in children(kmock) and children(kmock))
+        requests_before = len(list(kmock))
+        await kube_api.request(
+            "PATCH",
+            f"{MD_PATH}/mnist",
+            {"metadata": {"generation": 2}, "spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+        )
+        ready = await eventually(
+            lambda: (c := condition(md_status(kmock), "Ready")) and c["reason"] == "InvalidSpec" and c
+        )
+        after = children(kmock)
+    assert "minReplicas must be <= maxReplicas" in ready["message"]
+    assert ready["status"] == "False"
+    assert condition(md_status(kmock), "InvalidSpec")["status"] == "True"
+    assert after["Deployment"]["spec"] == before["Deployment"]["spec"]
+    applies_after = [
+        r for r in list(kmock)[requests_before:] if "apply-patch" in r.headers.get("Content-Type", "")
+    ]
+    assert applies_after == [], "an invalid spec must not touch any child"
+
+
+async def test_deleted_child_is_restored(kmock: Any, kube_api: Api) -> None:
+    async with running_operator(kmock):
+        await kube_api.create_md(model_deployment())
+        first = await eventually(lambda: children(kmock).get("Deployment"))
+        await kube_api.request("DELETE", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/mnist")
+        assert "Deployment" not in children(kmock)
+        restored = await eventually(lambda: children(kmock).get("Deployment"), timeout=180)
+    assert restored["spec"]["template"] == first["spec"]["template"]
+
+
+async def test_pruning_removes_only_children_no_longer_wanted(kmock: Any, kube_api: Api) -> None:
+    async with running_operator(kmock):
+        await kube_api.create_md(model_deployment(autoscaling={"minReplicas": 2, "maxReplicas": 4}))
+        await eventually(lambda: {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(children(kmock)))
+        await kube_api.request(
+            "PATCH", f"{MD_PATH}/mnist", {"metadata": {"generation": 2}, "spec": {"autoscaling": None}}
+        )
+        remaining = await eventually(
+            lambda: "HorizontalPodAutoscaler" not in children(kmock) and children(kmock)
+        )
+    assert set(remaining) == {"Deployment", "Service"}
+    assert remaining["Deployment"]["spec"]["replicas"] == 1
