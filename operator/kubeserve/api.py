@@ -8,11 +8,13 @@ validators here, and a test feeds both the same corpus so they cannot drift.
 
 from __future__ import annotations
 
+import json
 import re
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -100,13 +102,27 @@ class GraphOptimizationLevel(StrEnum):
     ALL = "all"
 
 
+def _matching(pattern: str, what: str) -> AfterValidator:
+    def check(value: str | int) -> str | int:
+        if isinstance(value, str) and not re.match(pattern, value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+INT_OR_PERCENT_PATTERN = r"^[0-9]+%?$"
 Quantity = Annotated[
     str | int,
+    _matching(QUANTITY_PATTERN, "a Kubernetes quantity such as 500m or 2Gi"),
     Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
 ]
 IntOrPercent = Annotated[
     str | int,
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": r"^[0-9]+%?$"}),
+    _matching(INT_OR_PERCENT_PATTERN, "a count or a percentage such as 25%"),
+    Field(
+        json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": INT_OR_PERCENT_PATTERN}
+    ),
 ]
 
 
@@ -555,7 +571,10 @@ class ModelDeployment(BaseModel):
                 f"expected {API_VERSION} {KIND}, got {obj.get('apiVersion')} {obj.get('kind')}",
             )
         try:
-            return cls.model_validate(obj, context={"local": local})
+            # Strict JSON validation matches the API server: "3" is not an integer there.
+            return cls.model_validate_json(
+                json.dumps(obj, default=str), strict=True, context={"local": local}
+            )
         except ValidationError as exc:
             raise _invalid_spec(exc) from None
 

@@ -69,7 +69,7 @@ async def close_client(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(*MD)
 @kopf.timer(*MD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=0)
 async def reconcile_handler(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any
 ) -> None:
     result = await _reconcile(body, memo, retry)
     _write_status(body, patch, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -14,7 +15,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the object's namespace/name when kopf knows it."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,

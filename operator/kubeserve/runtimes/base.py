@@ -52,10 +52,21 @@ class BuildContext:
 
 
 class ServingRuntime(Protocol):
-    runtime: Runtime
-    ports: tuple[Port, ...]
-    metrics: MetricsEndpoint
-    model_layout: str
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def ports(self) -> tuple[Port, ...]:
+        """Container ports; those with a service_port are exposed by the Service."""
+        ...
+
+    @property
+    def metrics(self) -> MetricsEndpoint: ...
+
+    @property
+    def model_layout(self) -> str:
+        """What the model directory must contain, for docs and error messages."""
+        ...
 
     def container(self, md: ModelDeployment, ctx: BuildContext) -> dict[str, Any]:
         """The server container, without resources, security context or volume mounts."""
