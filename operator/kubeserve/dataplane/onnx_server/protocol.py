@@ -13,7 +13,6 @@ one bad request can never fail a batch it would have been merged into.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import jsoncodec
 from .datatypes import V2_TO_NUMPY, numpy_to_v2
 from .errors import BadRequest
 
@@ -101,8 +101,8 @@ def decode_request(
     json_part = view if header_length is None else view[:header_length]
     binary = view[len(json_part) :]
     try:
-        doc = json.loads(bytes(json_part))
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = jsoncodec.loads(bytes(json_part))
+    except ValueError as exc:  # includes UnicodeDecodeError
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object with an 'inputs' list")
@@ -335,17 +335,18 @@ def encode_response(
             tensor["data"] = _json_data(array)
         tensors.append(tensor)
     doc["outputs"] = tensors
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    header = jsoncodec.dumps(doc)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
 
 
-def _json_data(array: np.ndarray) -> list[Any]:
+def _json_data(array: np.ndarray) -> list[Any] | np.ndarray:
+    """The flat, row-major `data` of an output: strings as a list, numbers as an array that
+    jsoncodec writes without converting each element to a Python object."""
     if array.dtype.kind in "OUS":
         return [_text(item) for item in array.ravel()]
-    flat: list[Any] = array.ravel().tolist()
-    return flat
+    return np.ascontiguousarray(array).ravel()
 
 
 def _binary_bytes(array: np.ndarray) -> bytes:

@@ -8,7 +8,6 @@ HTTP stacks against each other on identical work (bench/onnx_server.py --http-st
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from typing import Any
 
 from kubeserve import __version__
 
+from . import jsoncodec
 from .batcher import Batcher
 from .errors import BadRequest, ModelNotFound, NotReady, PayloadTooLarge, ServingError
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -50,7 +50,7 @@ class Reply:
 
 
 def json_reply(status: int, doc: dict[str, Any]) -> Reply:
-    return Reply(status, json.dumps(doc, separators=(",", ":")).encode())
+    return Reply(status, jsoncodec.dumps(doc))
 
 
 def error_reply(status: int, message: str) -> Reply:
