@@ -1,0 +1,62 @@
+{{/*
+The operator's RBAC rules. operator/kubeserve/rbac.py is the source of truth:
+tests/chart/test_rbac.py renders the chart and checks these rules equal rbac.rules() and
+rbac.cluster_rules(), so a new child kind needs a line here too.
+*/}}
+
+{{/* rbac.rules(namespaced=...): call with (dict "namespaced" true|false). */}}
+{{- define "kubeserve.rbac.rules" -}}
+# ModelDeployments: kopf lists, watches and patches them; the operator reads them.
+- apiGroups: [kubeserve.io]
+  resources: [modeldeployments]
+  verbs: [get, list, watch, patch]
+# Status: the operator's conditions, replicas and url.
+- apiGroups: [kubeserve.io]
+  resources: [modeldeployments/status]
+  verbs: [get, patch]
+# blockOwnerDeletion on the children's owner references (OwnerReferencesPermissionEnforcement).
+- apiGroups: [kubeserve.io]
+  resources: [modeldeployments/finalizers]
+  verbs: [update]
+# Children (resources/kinds.py CHILD_KINDS): observe, server-side apply (create + patch), prune.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch, delete]
+# Deployments are also watched, to update the ModelDeployment status.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, create, patch, delete]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [get, create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, create, patch, delete]
+# kopf posts events about handler progress and errors.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- if not .namespaced }}
+# kopf: runtime observation of CustomResourceDefinitions (all-namespaces mode only).
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- end }}
+{{- end -}}
+
+{{/* rbac.cluster_rules(): needed in both modes. */}}
+{{- define "kubeserve.rbac.clusterRules" -}}
+# Nodes, read-only: GPU capacity and labels for the Schedulable condition.
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [get, list, watch]
+{{- end -}}
