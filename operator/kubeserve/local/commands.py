@@ -1,14 +1,49 @@
-"""Registers the local commands on the CLI. Heavy imports happen only when a command runs."""
+"""Registers `kubeserve serve` and `kubeserve package` on the CLI.
+
+Only argparse and light modules are imported here: torch, tensorflow and onnxruntime load when
+a command runs, so `kubeserve render` and the operator never pay for them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
+from collections.abc import Callable
 from typing import Any
+
+from .errors import LocalError
+
+Command = Callable[[argparse.Namespace], int]
 
 
 def add_commands(sub: Any) -> None:
-    """Placeholder until serve/package land: registers nothing."""
-    del sub
+    from .package.command import add_parser as add_package
+    from .serve.command import add_parser as add_serve
+
+    for add, name in ((add_serve, "serve"), (add_package, "package")):
+        add(sub)
+        parser = sub.choices[name]
+        parser.set_defaults(func=_guarded(name, parser.get_default("func")))
 
 
-__all__ = ["add_commands", "argparse"]
+def _guarded(name: str, command: Command) -> Command:
+    """Failures the user can fix -> one line on stderr and exit status 1; Ctrl-C -> 130."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except LocalError as exc:
+            for line in getattr(exc, "log_tail", None) or []:
+                print(f"  | {line}", file=sys.stderr)
+            log_path = getattr(exc, "log_path", None)
+            if getattr(exc, "log_tail", None) and log_path is not None:
+                print(f"  (last lines of {log_path.name})", file=sys.stderr)
+            print(f"kubeserve {name}: error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"kubeserve {name}: interrupted", file=sys.stderr)
+            return 130
+
+    return run
