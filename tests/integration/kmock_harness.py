@@ -31,6 +31,7 @@ NAMESPACE = "ml"
 APPLY = "application/apply-patch+yaml"
 _versions = itertools.count(1)
 
+
 class ApplyingEmulator(KubernetesEmulator):  # type: ignore[misc]
     async def _handle(self, request: rendering.Request) -> Any:
         if (
@@ -82,7 +83,7 @@ def children(kmock: Any, name: str = "mnist") -> dict[str, dict[str, Any]]:
     """The live children of one ModelDeployment in kmock, by kind."""
     found = {}
     for kind in CHILD_KINDS:
-        group_version = kind.api_version if "/" in kind.api_version else f"v1"
+        group_version = kind.api_version if "/" in kind.api_version else "v1"
         resource = f"{group_version}/{kind.plural}"
         key = (kmock.resource(resource), NAMESPACE, name)
         if key in kmock.objects and not kmock.objects[key].deleted:
@@ -108,22 +109,29 @@ class Api:
     def __init__(self, base: str) -> None:
         self.base = base.rstrip("/")
 
-    async def request(self, method: str, path: str, body: Any = None, ctype: str = "application/merge-patch+json") -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, ctype: str = "application/merge-patch+json"
+    ) -> Any:
         headers = {"Connection": "close", "Content-Type": ctype}
-        async with aiohttp.ClientSession() as session, session.request(
-            method, self.base + path, json=body, headers=headers
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.base + path, json=body, headers=headers) as response,
+        ):
             text = await response.text()
             assert response.status < 400, (response.status, text)
             return await response.json() if text else None
 
     async def create_md(self, body: dict[str, Any]) -> Any:
         ns = body["metadata"]["namespace"]
-        return await self.request("POST", f"/apis/{api.API_VERSION}/namespaces/{ns}/{api.PLURAL}", body)
+        return await self.request(
+            "POST", f"/apis/{api.API_VERSION}/namespaces/{ns}/{api.PLURAL}", body
+        )
 
 
 @contextlib.asynccontextmanager
-async def running_operator(kmock: Any, config: OperatorConfig | None = None) -> AsyncIterator[kopf.Memo]:
+async def running_operator(
+    kmock: Any, config: OperatorConfig | None = None
+) -> AsyncIterator[kopf.Memo]:
     """The real operator (kubeserve.handlers) as a task; stopped on exit."""
     import kubeserve.handlers  # noqa: F401  (registers the handlers)
 
@@ -135,7 +143,9 @@ async def running_operator(kmock: Any, config: OperatorConfig | None = None) -> 
     stop = asyncio.Event()
     ready = asyncio.Event()
     task = asyncio.create_task(
-        kopf.operator(clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready, memo=memo)
+        kopf.operator(
+            clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready, memo=memo
+        )
     )
     await asyncio.wait_for(ready.wait(), timeout=10)
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubeserve import api
-
 from kmock_harness import NAMESPACE, Api, children, eventually, model_deployment, running_operator
+
+from kubeserve import api
 
 MD_PATH = f"/apis/{api.API_VERSION}/namespaces/{NAMESPACE}/{api.PLURAL}"
 
@@ -20,7 +20,9 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((c for c in status.get("conditions", []) if c["type"] == kind), None)
 
 
-async def test_create_applies_children_with_owner_and_field_manager(kmock: Any, kube_api: Api) -> None:
+async def test_create_applies_children_with_owner_and_field_manager(
+    kmock: Any, kube_api: Api
+) -> None:
     body = model_deployment(replicas=2)
     async with running_operator(kmock):
         await kube_api.create_md(body)
@@ -44,13 +46,19 @@ async def test_create_applies_children_with_owner_and_field_manager(kmock: Any, 
     server = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert server["command"] == ["python", "-m", "kubeserve.dataplane.onnx_server"]
 
-    applies = [r for r in kmock if r.method == "PATCH" and "apply-patch" in r.headers.get("Content-Type", "")]
+    applies = [
+        r
+        for r in kmock
+        if r.method == "PATCH" and "apply-patch" in r.headers.get("Content-Type", "")
+    ]
     assert applies, "children must be written with server-side apply"
     assert {r.params.get("fieldManager") for r in applies} == {"kubeserve"}
     assert {r.params.get("force") for r in applies} == {"true"}
 
 
-async def test_status_reports_url_and_readiness_from_the_deployment(kmock: Any, kube_api: Api) -> None:
+async def test_status_reports_url_and_readiness_from_the_deployment(
+    kmock: Any, kube_api: Api
+) -> None:
     async with running_operator(kmock):
         await kube_api.create_md(model_deployment())
         await eventually(lambda: condition(md_status(kmock), "Ready"))
@@ -68,8 +76,16 @@ async def test_status_reports_url_and_readiness_from_the_deployment(kmock: Any, 
                     "replicas": 1,
                     "readyReplicas": 1,
                     "conditions": [
-                        {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                        {
+                            "type": "Available",
+                            "status": "True",
+                            "reason": "MinimumReplicasAvailable",
+                        },
+                        {
+                            "type": "Progressing",
+                            "status": "True",
+                            "reason": "NewReplicaSetAvailable",
+                        },
                     ],
                 }
             },
@@ -91,16 +107,23 @@ async def test_update_reaches_the_children(kmock: Any, kube_api: Api) -> None:
         await kube_api.request(
             "PATCH",
             f"{MD_PATH}/mnist",
-            {"metadata": {"generation": 2}, "spec": {"replicas": 3, "env": [{"name": "LOG", "value": "debug"}]}},
+            {
+                "metadata": {"generation": 2},
+                "spec": {"replicas": 3, "env": [{"name": "LOG", "value": "debug"}]},
+            },
         )
         deployment = await eventually(
-            lambda: (d := children(kmock).get("Deployment")) and d["spec"].get("replicas") == 3 and d
+            lambda: (
+                (d := children(kmock).get("Deployment")) and d["spec"].get("replicas") == 3 and d
+            )
         )
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "LOG", "value": "debug"} in env
 
 
-async def test_invalid_spec_gets_a_condition_and_leaves_children_alone(kmock: Any, kube_api: Api) -> None:
+async def test_invalid_spec_gets_a_condition_and_leaves_children_alone(
+    kmock: Any, kube_api: Api
+) -> None:
     async with running_operator(kmock):
         await kube_api.create_md(model_deployment())
         before = await eventually(lambda: "Deployment" in children(kmock) and children(kmock))
@@ -108,10 +131,15 @@ async def test_invalid_spec_gets_a_condition_and_leaves_children_alone(kmock: An
         await kube_api.request(
             "PATCH",
             f"{MD_PATH}/mnist",
-            {"metadata": {"generation": 2}, "spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}},
+            {
+                "metadata": {"generation": 2},
+                "spec": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+            },
         )
         ready = await eventually(
-            lambda: (c := condition(md_status(kmock), "Ready")) and c["reason"] == "InvalidSpec" and c
+            lambda: (
+                (c := condition(md_status(kmock), "Ready")) and c["reason"] == "InvalidSpec" and c
+            )
         )
         after = children(kmock)
     assert "minReplicas must be <= maxReplicas" in ready["message"]
@@ -119,7 +147,9 @@ async def test_invalid_spec_gets_a_condition_and_leaves_children_alone(kmock: An
     assert condition(md_status(kmock), "InvalidSpec")["status"] == "True"
     assert after["Deployment"]["spec"] == before["Deployment"]["spec"]
     applies_after = [
-        r for r in list(kmock)[requests_before:] if "apply-patch" in r.headers.get("Content-Type", "")
+        r
+        for r in list(kmock)[requests_before:]
+        if "apply-patch" in r.headers.get("Content-Type", "")
     ]
     assert applies_after == [], "an invalid spec must not touch any child"
 
@@ -137,9 +167,13 @@ async def test_deleted_child_is_restored(kmock: Any, kube_api: Api) -> None:
 async def test_pruning_removes_only_children_no_longer_wanted(kmock: Any, kube_api: Api) -> None:
     async with running_operator(kmock):
         await kube_api.create_md(model_deployment(autoscaling={"minReplicas": 2, "maxReplicas": 4}))
-        await eventually(lambda: {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(children(kmock)))
+        await eventually(
+            lambda: {"HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(children(kmock))
+        )
         await kube_api.request(
-            "PATCH", f"{MD_PATH}/mnist", {"metadata": {"generation": 2}, "spec": {"autoscaling": None}}
+            "PATCH",
+            f"{MD_PATH}/mnist",
+            {"metadata": {"generation": 2}, "spec": {"autoscaling": None}},
         )
         remaining = await eventually(
             lambda: "HorizontalPodAutoscaler" not in children(kmock) and children(kmock)

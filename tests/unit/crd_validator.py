@@ -27,7 +27,10 @@ def _to_jsonschema(node: Any) -> Any:
     out = {k: _to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
     if node.get("x-kubernetes-int-or-string"):
         pattern = out.pop("pattern", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string", **({"pattern": pattern} if pattern else {})}]
+        out["anyOf"] = [
+            {"type": "integer"},
+            {"type": "string", **({"pattern": pattern} if pattern else {})},
+        ]
     return out
 
 

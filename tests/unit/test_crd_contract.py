@@ -35,17 +35,40 @@ VALID = {
     "gs": md(model={"uri": "gs://bucket/m", "name": "mnist_v2"}),
     "replicas-zero": md(replicas=0),
     "resources": md(resources={"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2}}),
-    "env": md(env=[{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
-    "gpu-full": md(gpu={"count": 2, "product": ["NVIDIA-L4"], "minMemoryMiB": 20000, "runtimeClassName": "nvidia"}),
+    "env": md(
+        env=[
+            {"name": "A", "value": "1"},
+            {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ]
+    ),
+    "gpu-full": md(
+        gpu={
+            "count": 2,
+            "product": ["NVIDIA-L4"],
+            "minMemoryMiB": 20000,
+            "runtimeClassName": "nvidia",
+        }
+    ),
     "gpu-mig": md(gpu={"migProfile": "1g.10gb"}),
     "gpu-amd": md(gpu={"count": 1, "resourceName": "amd.com/gpu"}),
-    "hpa": md(autoscaling={"minReplicas": 1, "maxReplicas": 4, "metrics": [{"type": "cpu", "target": 60}]}),
-    "keda-zero": md(autoscaling={"minReplicas": 0, "maxReplicas": 2, "engine": "keda", "metrics": [{"type": "requestsPerSecond", "target": 5}]}),
+    "hpa": md(
+        autoscaling={"minReplicas": 1, "maxReplicas": 4, "metrics": [{"type": "cpu", "target": 60}]}
+    ),
+    "keda-zero": md(
+        autoscaling={
+            "minReplicas": 0,
+            "maxReplicas": 2,
+            "engine": "keda",
+            "metrics": [{"type": "requestsPerSecond", "target": 5}],
+        }
+    ),
     "recreate": md(rollout={"strategy": "Recreate"}),
     "rolling": md(rollout={"maxSurge": 0, "maxUnavailable": "50%"}),
     "batching": md(batching={"maxBatchSize": 32, "maxDelayMs": 2.5}),
     "session": md(sessionOptions={"intraOpThreads": 2, "graphOptimizationLevel": "basic"}),
-    "netpol": md(networkPolicy={"enabled": True, "from": [{"podSelector": {"matchLabels": {"a": "b"}}}]}),
+    "netpol": md(
+        networkPolicy={"enabled": True, "from": [{"podSelector": {"matchLabels": {"a": "b"}}}]}
+    ),
     "tolerations": md(tolerations=[{"key": "k", "operator": "Exists", "effect": "NoSchedule"}]),
     "tfserving": md(runtime="tfserving"),
     "torchserve": md(runtime="torchserve", model={"uri": "pvc://c/p"}),
@@ -68,10 +91,19 @@ INVALID = {
     "gpu-count-zero": (md(gpu={"count": 0}), "spec.gpu.count"),
     "gpu-fractional": (md(gpu={"count": 0.5}), "spec.gpu.count"),
     "mig-with-count": (md(gpu={"count": 2, "migProfile": "1g.10gb"}), "spec.gpu"),
-    "mig-non-nvidia": (md(gpu={"resourceName": "amd.com/gpu", "migProfile": "1g.10gb"}), "spec.gpu"),
+    "mig-non-nvidia": (
+        md(gpu={"resourceName": "amd.com/gpu", "migProfile": "1g.10gb"}),
+        "spec.gpu",
+    ),
     "bad-mig": (md(gpu={"migProfile": "big"}), "spec.gpu.migProfile"),
-    "unknown-metric": (md(autoscaling={"maxReplicas": 2, "metrics": [{"type": "magic", "target": 1}]}), "spec.autoscaling.metrics.0.type"),
-    "zero-target": (md(autoscaling={"maxReplicas": 2, "metrics": [{"type": "cpu", "target": 0}]}), "spec.autoscaling.metrics.0.target"),
+    "unknown-metric": (
+        md(autoscaling={"maxReplicas": 2, "metrics": [{"type": "magic", "target": 1}]}),
+        "spec.autoscaling.metrics.0.type",
+    ),
+    "zero-target": (
+        md(autoscaling={"maxReplicas": 2, "metrics": [{"type": "cpu", "target": 0}]}),
+        "spec.autoscaling.metrics.0.target",
+    ),
     "recreate-with-surge": (md(rollout={"strategy": "Recreate", "maxSurge": 1}), "spec.rollout"),
     "session-on-tfserving": (md(runtime="tfserving", sessionOptions={"intraOpThreads": 1}), "spec"),
     "env-both": (md(env=[{"name": "A", "value": "1", "valueFrom": {}}]), "spec.env.0"),
@@ -145,8 +177,12 @@ def test_every_spec_and_status_field_has_a_description() -> None:
 def test_schema_is_structural() -> None:
     root = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in _walk(root):
-        assert "$ref" not in node and "anyOf" not in node or node.get("x-kubernetes-int-or-string"), path
-        assert node.get("type") or node.get("x-kubernetes-int-or-string") or path == ".metadata", path
+        assert ("$ref" not in node and "anyOf" not in node) or node.get(
+            "x-kubernetes-int-or-string"
+        ), path
+        assert node.get("type") or node.get("x-kubernetes-int-or-string") or path == ".metadata", (
+            path
+        )
         assert node.get("additionalProperties") is not False, path
 
 
@@ -155,7 +191,13 @@ def test_crd_metadata_for_kubectl() -> None:
     assert spec["names"]["shortNames"] == ["md"]
     version = spec["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Runtime", "Ready", "Replicas", "URL", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Runtime",
+        "Ready",
+        "Replicas",
+        "URL",
+        "Age",
+    ]
 
 
 def test_mutating_a_valid_object_does_not_leak_between_cases() -> None:

@@ -14,12 +14,14 @@ def child_name(md_name: str, suffix: str = "") -> str:
     """``md_name`` + ``-suffix``, shortened with a stable hash when too long."""
     base = md_name if md_name[0].isalpha() else f"md-{md_name}"
     name = f"{base}-{suffix}" if suffix else base
-    if len(name) <= MAX_NAME:
+    if len(name) <= MAX_NAME and "." not in name:
         return name
+    # Too long, or dotted (legal in a ModelDeployment name, not in a Service name): the hash
+    # of the full name keeps "a.b" and "a-b" apart.
     digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LEN]
     tail = f"-{digest}-{suffix}" if suffix else f"-{digest}"
-    head = base[: MAX_NAME - len(tail)].rstrip("-.")
-    return f"{head}{tail}".replace(".", "-")
+    head = base.replace(".", "-")[: MAX_NAME - len(tail)].rstrip("-")
+    return f"{head}{tail}"
 
 
 def label_value(value: str) -> str:
