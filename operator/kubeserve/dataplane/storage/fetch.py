@@ -152,8 +152,8 @@ def _tree(fs: Any, uri: ModelUri, staging: Path) -> Fetched:
     sources: list[str] = []
     targets: list[str] = []
     for key in sorted(fs.find(root, withdirs=False)):
-        key = key.rstrip("/")  # S3 "folder" placeholder objects
-        if key == root or not key.startswith(root + "/"):
+        # Skip S3 "folder" placeholder objects (keys ending in "/") and the root itself.
+        if key.endswith("/") or not key.startswith(root + "/"):
             continue
         relative = key[len(root) + 1 :]
         parts = relative.split("/")
