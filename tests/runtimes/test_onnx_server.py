@@ -35,7 +35,7 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubeserve.dataplane.onnx_server import OnnxServer, ServerOptions
+from kubeserve.dataplane.onnx_server import ModelLoadError, OnnxServer, ServerOptions
 from kubeserve.dataplane.onnx_server import protocol as v2
 from kubeserve.dataplane.onnx_server.model import LoadedModel
 
@@ -569,6 +569,15 @@ async def test_storage_report_becomes_download_gauges_and_no_warmup_skips_warmup
     assert metrics[f"kubeserve_model_download_bytes{{model={MODEL}}}"] == 1234
     assert f"kubeserve_model_warmup_seconds{{model={MODEL}}}" not in metrics
     assert (await get(http, server, "/v2/health/ready"))[0] == 200
+
+
+async def test_a_missing_model_fails_the_load_with_a_clear_error(
+    start_server: StartServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server = await start_server(wait_ready=False, model_dir=tmp_path)
+    with pytest.raises(ModelLoadError, match=r"model\.onnx does not exist"):
+        await asyncio.wait_for(server.wait_ready(), WAIT_S)
+    assert (await get(http, server, "/v2/health/ready"))[0] == 503
 
 
 async def test_stop_lets_in_flight_requests_finish(

@@ -109,7 +109,12 @@ class InferenceService:
 
         if options.warmup:
             started = time.perf_counter()
-            await loop.run_in_executor(self._executor, model.warmup)
+            try:
+                await loop.run_in_executor(self._executor, model.warmup)
+            except Exception as exc:
+                # The model loaded; only our synthetic input (zeros, dynamic dims = 1) did not
+                # suit it. Refusing to serve would turn a valid model into a crash loop.
+                log.warning("warm-up inference failed, serving anyway: %s", exc)
             warmup_seconds = time.perf_counter() - started
             self.metrics.warmup_seconds.labels(options.model_name).set(warmup_seconds)
             log.info("warm-up inference took %.3f s", warmup_seconds)
