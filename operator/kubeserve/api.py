@@ -251,37 +251,59 @@ class ResourceRequirements(_Model):
 
 class Gpu(_Model):
     count: int = _desc(
-        "Number of GPU devices (or MIG slices) per replica. A whole number >= 1.",
+        "Number of GPU devices per replica (a whole number: GPUs are not shared). With "
+        "migProfile: the number of MIG slices, which must be 1.",
         default=1,
         ge=1,
         le=16,
     )
     resource_name: str = _desc(
-        "The extended resource the device plugin advertises.",
+        "The extended resource the device plugin advertises: nvidia.com/gpu (NVIDIA device "
+        "plugin / GPU Operator), amd.com/gpu (AMD device plugin), or any other vendor's. "
+        "Requested in both limits and requests.",
         default="nvidia.com/gpu",
         max_length=253,
         pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
     )
-    product: list[Annotated[str, Field(min_length=1, max_length=63)]] | None = _desc(
-        "Accepted GPU products, matched against the GPU Feature Discovery product label "
-        "(e.g. NVIDIA-A100-SXM4-80GB). Any of them will do.",
+    product: (
+        list[
+            Annotated[
+                str,
+                # A label value: the node affinity matches it against a node label.
+                Field(
+                    min_length=1,
+                    max_length=63,
+                    pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+                ),
+            ]
+        ]
+        | None
+    ) = _desc(
+        "Accepted GPU products, matched (operator In) against the GPU Feature Discovery "
+        "product label, nvidia.com/gpu.product by default (e.g. NVIDIA-A100-SXM4-80GB, "
+        "NVIDIA-L4). Any of them will do.",
         default=None,
+        min_length=1,
         max_length=16,
     )
     min_memory_mi_b: int | None = Field(
         default=None,
         alias="minMemoryMiB",
         ge=1,
-        description="Minimum memory per GPU in MiB, matched with Gt on the GPU memory label.",
+        le=10_000_000,
+        description="Minimum memory per GPU in MiB, matched with Gt on the GPU Feature "
+        "Discovery memory label (nvidia.com/gpu.memory by default). Whole GPUs only.",
     )
     mig_profile: str | None = _desc(
-        "A MIG profile such as 1g.10gb: requests nvidia.com/mig-<profile> (mixed strategy) "
-        "instead of whole GPUs.",
+        "A MIG profile such as 1g.10gb or 3g.40gb: requests one nvidia.com/mig-<profile> "
+        "slice (the device plugin's mixed MIG strategy) instead of a whole GPU. A +me "
+        "profile is advertised with a dot: 1g.10gb+me requests nvidia.com/mig-1g.10gb.me.",
         default=None,
         pattern=MIG_PROFILE_PATTERN,
     )
     runtime_class_name: str | None = _desc(
-        "RuntimeClass for the pod (e.g. nvidia), when the cluster needs one.",
+        "RuntimeClass for the pod (e.g. nvidia), when the cluster's container runtime needs "
+        "one to expose GPUs (the GPU Operator's default containerd setup does not).",
         default=None,
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,
@@ -297,6 +319,16 @@ class Gpu(_Model):
             "!has(self.migProfile) || self.resourceName == 'nvidia.com/gpu'",
             "gpu.migProfile is an NVIDIA feature; leave gpu.resourceName at nvidia.com/gpu",
         ),
+        (
+            "!has(self.migProfile) || !has(self.minMemoryMiB)",
+            "gpu.minMemoryMiB selects whole GPUs; a MIG slice's memory is fixed by its profile "
+            "(1g.10gb has 10 GB): remove gpu.minMemoryMiB",
+        ),
+        (
+            "!self.resourceName.startsWith('nvidia.com/mig-')",
+            "gpu.resourceName: request a MIG slice with gpu.migProfile (e.g. migProfile: "
+            "1g.10gb), not with resourceName nvidia.com/mig-...",
+        ),
     )
 
     @model_validator(mode="after")
@@ -310,22 +342,50 @@ class Gpu(_Model):
             raise ValueError(
                 "migProfile is an NVIDIA feature; leave resourceName at nvidia.com/gpu"
             )
+        if self.mig_profile and self.min_memory_mi_b is not None:
+            raise ValueError(
+                "minMemoryMiB selects whole GPUs; a MIG slice's memory is fixed by its profile "
+                "(1g.10gb has 10 GB): remove minMemoryMiB"
+            )
+        if self.resource_name.startswith("nvidia.com/mig-"):
+            raise ValueError(
+                "resourceName: request a MIG slice with migProfile (e.g. migProfile: 1g.10gb), "
+                "not with resourceName nvidia.com/mig-..."
+            )
         return self
 
 
 class Metric(_Model):
     type: MetricType = _desc(
-        "cpu and memory: average utilization (% of requests). requestsPerSecond, queueLatency "
-        "(milliseconds), concurrency: the runtime's own Prometheus series, per pod. "
-        "gpuUtilization: DCGM_FI_DEV_GPU_UTIL (%)."
+        "cpu, memory: average utilization in % of the container's requests. "
+        "requestsPerSecond, queueLatency (milliseconds), concurrency (requests in flight): "
+        "the runtime's own Prometheus series. gpuUtilization: DCGM_FI_DEV_GPU_UTIL in % "
+        "(DCGM_FI_PROF_GR_ENGINE_ACTIVE for MIG slices). See docs/autoscaling.md."
     )
-    target: float = _desc("Target value per pod.", gt=0, le=1_000_000)
+    target: float = _desc(
+        "Target per pod: % for cpu, memory and gpuUtilization; requests per second; "
+        "milliseconds for queueLatency; requests in flight for concurrency.",
+        gt=0,
+        le=1_000_000,
+    )
+    query: str | None = _desc(
+        "engine keda only: a PromQL query that replaces the runtime's series and returns "
+        "one number for the whole ModelDeployment, e.g. your ingress controller's request "
+        "rate to this Service. Needed for minReplicas 0: at zero replicas the model pods "
+        "report nothing, so only a signal measured outside them can scale back up.",
+        default=None,
+        min_length=1,
+        max_length=4096,
+    )
+
 
 
 class Behavior(_Model):
     scale_down_stabilization_seconds: int | None = _desc(
-        "How long the autoscaler waits before scaling down (HPA behavior / KEDA "
-        "advanced.horizontalPodAutoscalerConfig).",
+        "How long load must stay low before the autoscaler removes pods (HPA "
+        "behavior.scaleDown.stabilizationWindowSeconds; with KEDA the same through "
+        "advanced.horizontalPodAutoscalerConfig, and the cooldownPeriod before scaling to "
+        "zero). Default: Kubernetes' 300.",
         default=None,
         ge=0,
         le=3600,
@@ -334,15 +394,21 @@ class Behavior(_Model):
 
 class Autoscaling(_Model):
     min_replicas: int = _desc(
-        "Lowest replica count. 0 (scale to zero) needs engine keda.", default=1, ge=0, le=1000
+        "Lowest replica count. 0 (scale to zero) needs engine keda and a metric with a query.",
+        default=1,
+        ge=0,
+        le=1000,
     )
     max_replicas: int = _desc("Highest replica count.", ge=1, le=1000)
     engine: AutoscalingEngine = _desc(
-        "hpa: an autoscaling/v2 HorizontalPodAutoscaler. keda: a KEDA ScaledObject.",
+        "hpa: an autoscaling/v2 HorizontalPodAutoscaler (runtime and GPU metrics need "
+        "prometheus-adapter). keda: a KEDA ScaledObject (needs KEDA; queries Prometheus "
+        "directly).",
         default=AutoscalingEngine.HPA,
     )
     metrics: list[Metric] = _desc(
-        "What to scale on. Defaults to cpu at 80%.",
+        "What to scale on, each type at most once; the autoscaler follows whichever asks for "
+        "the most replicas. Defaults to cpu at 80%.",
         default_factory=lambda: [Metric(type=MetricType.CPU, target=80)],
         min_length=1,
         max_length=8,
@@ -355,6 +421,28 @@ class Autoscaling(_Model):
             "self.minReplicas >= 1 || self.engine == 'keda'",
             "autoscaling.minReplicas 0 (scale to zero) needs engine keda",
         ),
+        (
+            "self.minReplicas >= 1 || (has(self.metrics) && self.metrics.exists(m, has(m.query)))",
+            "autoscaling.minReplicas 0 needs a metric with a query measured outside the model "
+            "pods (e.g. your ingress's request rate): at zero replicas the pods report nothing, "
+            "so cpu, memory and the runtime's own series could never scale back up",
+        ),
+        (
+            "self.engine == 'keda' || !has(self.metrics) || self.metrics.all(m, !has(m.query))",
+            "autoscaling.metrics[].query needs engine keda; with hpa, metrics come from "
+            "prometheus-adapter rules (docs/autoscaling.md)",
+        ),
+        (
+            "!has(self.metrics) || self.metrics.all(m, !has(m.query) || "
+            "!(m.type in ['cpu', 'memory']))",
+            "autoscaling.metrics[].query applies to requestsPerSecond, queueLatency, concurrency "
+            "and gpuUtilization; cpu and memory come from the kubelet",
+        ),
+        (
+            "!has(self.metrics) || self.metrics.all(m, self.metrics.exists_one(n, "
+            "n.type == m.type))",
+            "autoscaling.metrics: list each type at most once",
+        ),
     )
 
     @model_validator(mode="after")
@@ -363,19 +451,43 @@ class Autoscaling(_Model):
             raise ValueError("minReplicas must be <= maxReplicas")
         if self.min_replicas == 0 and self.engine != AutoscalingEngine.KEDA:
             raise ValueError("minReplicas 0 (scale to zero) needs engine keda")
+        if self.min_replicas == 0 and not any(m.query for m in self.metrics):
+            raise ValueError(
+                "minReplicas 0 needs a metric with a query measured outside the model pods "
+                "(e.g. your ingress's request rate): at zero replicas the pods report nothing, "
+                "so cpu, memory and the runtime's own series could never scale back up"
+            )
+        if self.engine != AutoscalingEngine.KEDA and any(m.query for m in self.metrics):
+            raise ValueError(
+                "metrics[].query needs engine keda; with hpa, metrics come from "
+                "prometheus-adapter rules (docs/autoscaling.md)"
+            )
+        if any(m.query and m.type in (MetricType.CPU, MetricType.MEMORY) for m in self.metrics):
+            raise ValueError(
+                "metrics[].query applies to requestsPerSecond, queueLatency, concurrency and "
+                "gpuUtilization; cpu and memory come from the kubelet"
+            )
+        types = [m.type for m in self.metrics]
+        if len(set(types)) != len(types):
+            raise ValueError("metrics: list each type at most once")
         return self
 
 
 class Rollout(_Model):
     strategy: RolloutStrategy = _desc(
-        "Deployment strategy. Default: RollingUpdate, or Recreate for one GPU replica.",
+        "Deployment strategy. Default: RollingUpdate; with a GPU and a fixed single replica, "
+        "Recreate.",
         default=RolloutStrategy.ROLLING_UPDATE,
     )
     max_surge: IntOrPercent | None = _desc(
-        "RollingUpdate maxSurge (default 25%, or 0 with a GPU).", default=None
+        "RollingUpdate maxSurge: extra pods during a rollout. Default 25%; with a GPU 0 (a "
+        "surge pod would need a spare GPU), or 1 when maxUnavailable is set to 0.",
+        default=None,
     )
     max_unavailable: IntOrPercent | None = _desc(
-        "RollingUpdate maxUnavailable (default 25%, or 1 with a GPU).", default=None
+        "RollingUpdate maxUnavailable. Default 25%; with a GPU 1, or 0 when maxSurge is set "
+        "above 0.",
+        default=None,
     )
 
     cel_rules = (
@@ -383,6 +495,12 @@ class Rollout(_Model):
             "self.strategy == 'RollingUpdate' || (!has(self.maxSurge) && "
             "!has(self.maxUnavailable))",
             "rollout.maxSurge and maxUnavailable apply only to RollingUpdate",
+        ),
+        (
+            "!has(self.maxSurge) || !has(self.maxUnavailable) || "
+            "!(string(self.maxSurge) in ['0', '0%'] && string(self.maxUnavailable) in ['0', '0%'])",
+            "rollout: maxSurge and maxUnavailable cannot both be 0 (the rollout could never "
+            "make progress)",
         ),
     )
 
@@ -392,6 +510,11 @@ class Rollout(_Model):
             self.max_surge is not None or self.max_unavailable is not None
         ):
             raise ValueError("maxSurge and maxUnavailable apply only to RollingUpdate")
+        if str(self.max_surge) in ("0", "0%") and str(self.max_unavailable) in ("0", "0%"):
+            raise ValueError(
+                "maxSurge and maxUnavailable cannot both be 0 (the rollout could never make "
+                "progress)"
+            )
         return self
 
 

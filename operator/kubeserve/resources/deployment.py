@@ -54,22 +54,39 @@ def deployment(
 
 
 def strategy(md: ModelDeployment) -> dict[str, Any]:
+    """The Deployment strategy; with a GPU, one that never needs a spare GPU.
+
+    A default rolling update surges one new pod before removing an old one: with GPUs that
+    surge pod needs a free GPU, which a right-sized GPU pool does not have, so the rollout
+    hangs with the new pod Pending. With a GPU the default is maxSurge 0 / maxUnavailable 1
+    (replace pods one at a time in place), or Recreate for a fixed single replica.
+    spec.rollout overrides; when it sets only one of the two numbers, the other is chosen
+    so the pair stays valid and keeps the intent (maxSurge > 0 means "I have a spare GPU":
+    then nothing needs to go down first, maxUnavailable 0).
+    """
     rollout = md.spec.rollout
-    replicas = md.spec.autoscaling.min_replicas if md.spec.autoscaling else md.spec.replicas
+    gpu = md.spec.gpu is not None
+    zero = ("0", "0%")
     if rollout and rollout.strategy == RolloutStrategy.RECREATE:
         return {"type": "Recreate"}
-    if md.spec.gpu and rollout is None and replicas <= 1 and md.spec.autoscaling is None:
+    if gpu and rollout is None and md.spec.autoscaling is None and md.spec.replicas <= 1:
         # One GPU replica: a surge pod would wait forever for a second GPU.
         return {"type": "Recreate"}
-    surge: int | str = "25%"
-    unavailable: int | str = "25%"
-    if md.spec.gpu:
-        # Replace pods in place: never ask the cluster for a spare GPU during a rollout.
+    surge = rollout.max_surge if rollout else None
+    unavailable = rollout.max_unavailable if rollout else None
+    if not gpu:
+        surge = "25%" if surge is None else surge
+        unavailable = "25%" if unavailable is None else unavailable
+    elif surge is None and unavailable is None:
         surge, unavailable = 0, 1
-    if rollout:
-        surge = rollout.max_surge if rollout.max_surge is not None else surge
-        unavailable = rollout.max_unavailable if rollout.max_unavailable is not None else unavailable
-    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
+    elif surge is None:
+        surge = 1 if str(unavailable) in zero else 0
+    elif unavailable is None:
+        unavailable = 1 if str(surge) in zero else 0
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
+    }
 
 
 def pod_spec(md: ModelDeployment, cfg: OperatorConfig, *, config_map: str | None) -> dict[str, Any]:

@@ -71,18 +71,21 @@ class OnnxRuntime:
 
 
 _SERIES = {
+    # Our server's metrics (dataplane/onnx_server/metrics.py): a request counter and two
+    # histograms in seconds.
     MetricType.REQUESTS_PER_SECOND: PromSeries(
-        "kubeserve_inference_requests_per_second",
-        "sum(rate(kubeserve_inference_requests_total{{{selector}}}[1m]))",
+        "kubeserve_onnxruntime_requests_per_second",
+        "sum{by}(rate(kubeserve_inference_requests_total{{{selector}}}[2m]))",
     ),
     MetricType.QUEUE_LATENCY: PromSeries(
-        "kubeserve_inference_queue_latency_ms",
-        "1000 * sum(rate(kubeserve_inference_queue_duration_seconds_sum{{{selector}}}[1m]))"
-        " / clamp_min(sum(rate(kubeserve_inference_queue_duration_seconds_count"
-        "{{{selector}}}[1m])), 1e-9)",
+        "kubeserve_onnxruntime_queue_latency_ms",
+        "1000 * sum{by}(rate(kubeserve_inference_queue_duration_seconds_sum{{{selector}}}[2m]))"
+        " / clamp_min(sum{by}(rate(kubeserve_inference_queue_duration_seconds_count"
+        "{{{selector}}}[2m])), 1e-9)",
     ),
+    # Little's law: latency-seconds accrued per second = requests in flight.
     MetricType.CONCURRENCY: PromSeries(
-        "kubeserve_inference_concurrency",
-        "sum(rate(kubeserve_inference_request_duration_seconds_sum{{{selector}}}[1m]))",
+        "kubeserve_onnxruntime_concurrency",
+        "sum{by}(rate(kubeserve_inference_request_duration_seconds_sum{{{selector}}}[2m]))",
     ),
 }

@@ -80,17 +80,22 @@ class TFServing:
 
 
 _SERIES = {
+    # TF Serving's counters: request_count, and the request_latency histogram in microseconds.
+    # It exports no queue-time metric, so queueLatency is the mean request latency, which
+    # includes time queued for a batch.
     MetricType.REQUESTS_PER_SECOND: PromSeries(
-        "tfserving_requests_per_second",
-        "sum(rate(:tensorflow:serving:request_count{{{selector}}}[1m]))",
+        "kubeserve_tfserving_requests_per_second",
+        "sum{by}(rate(:tensorflow:serving:request_count{{{selector}}}[2m]))",
     ),
     MetricType.QUEUE_LATENCY: PromSeries(
-        "tfserving_request_latency_ms",
-        "sum(rate(:tensorflow:serving:request_latency_sum{{{selector}}}[1m])) / 1000"
-        " / clamp_min(sum(rate(:tensorflow:serving:request_latency_count{{{selector}}}[1m])), 1e-9)",
+        "kubeserve_tfserving_request_latency_ms",
+        "1e-3 * sum{by}(rate(:tensorflow:serving:request_latency_sum{{{selector}}}[2m]))"
+        " / clamp_min(sum{by}(rate(:tensorflow:serving:request_latency_count{{{selector}}}[2m])),"
+        " 1e-9)",
     ),
+    # Little's law: latency-seconds accrued per second = requests in flight.
     MetricType.CONCURRENCY: PromSeries(
-        "tfserving_concurrency",
-        "sum(rate(:tensorflow:serving:request_latency_sum{{{selector}}}[1m])) / 1e6",
+        "kubeserve_tfserving_concurrency",
+        "1e-6 * sum{by}(rate(:tensorflow:serving:request_latency_sum{{{selector}}}[2m]))",
     ),
 }

@@ -121,17 +121,21 @@ def config_properties(
 
 
 _SERIES = {
+    # TorchServe's frontend counters (metrics_mode prometheus): ts_inference_requests_total,
+    # and ts_queue_latency_microseconds / ts_inference_latency_microseconds, cumulative sums
+    # in microseconds (counters, not histograms).
     MetricType.REQUESTS_PER_SECOND: PromSeries(
-        "ts_inference_requests_per_second",
-        "sum(rate(ts_inference_requests_total{{{selector}}}[1m]))",
+        "kubeserve_torchserve_requests_per_second",
+        "sum{by}(rate(ts_inference_requests_total{{{selector}}}[2m]))",
     ),
     MetricType.QUEUE_LATENCY: PromSeries(
-        "ts_queue_latency_ms",
-        "sum(rate(ts_queue_latency_microseconds{{{selector}}}[1m]))"
-        " / 1000 / clamp_min(sum(rate(ts_inference_requests_total{{{selector}}}[1m])), 1e-9)",
+        "kubeserve_torchserve_queue_latency_ms",
+        "1e-3 * sum{by}(rate(ts_queue_latency_microseconds{{{selector}}}[2m]))"
+        " / clamp_min(sum{by}(rate(ts_inference_requests_total{{{selector}}}[2m])), 1e-9)",
     ),
+    # Little's law: latency-seconds accrued per second = requests in flight.
     MetricType.CONCURRENCY: PromSeries(
-        "ts_inference_concurrency",
-        "sum(rate(ts_inference_latency_microseconds{{{selector}}}[1m])) / 1e6",
+        "kubeserve_torchserve_concurrency",
+        "1e-6 * sum{by}(rate(ts_inference_latency_microseconds{{{selector}}}[2m]))",
     ),
 }

@@ -1,0 +1,45 @@
+"""The autoscaler that owns the replica count: an HPA (engine hpa) or a KEDA ScaledObject.
+
+``autoscaler(md, cfg)`` renders exactly one of them, or nothing without spec.autoscaling;
+reconcile prunes the kind not rendered, so switching engines or turning autoscaling off
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...api import AutoscalingEngine, ModelDeployment
+from ...config import OperatorConfig
+from .hpa import horizontal_pod_autoscaler
+from .keda import scaled_object
+from .signals import adapter_config_yaml, adapter_rules
+from .status import (
+    KEDA_NOT_INSTALLED,
+    AutoscalerRef,
+    AutoscalerState,
+    autoscaler_status,
+    expected_autoscaler,
+    keda_hpa_name,
+)
+
+__all__ = [
+    "KEDA_NOT_INSTALLED",
+    "AutoscalerRef",
+    "AutoscalerState",
+    "adapter_config_yaml",
+    "adapter_rules",
+    "autoscaler",
+    "autoscaler_status",
+    "expected_autoscaler",
+    "keda_hpa_name",
+]
+
+
+def autoscaler(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any] | None:
+    scaling = md.spec.autoscaling
+    if scaling is None:
+        return None
+    if scaling.engine == AutoscalingEngine.KEDA:
+        return scaled_object(md, cfg)
+    return horizontal_pod_autoscaler(md)

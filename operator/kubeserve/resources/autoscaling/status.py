@@ -1,0 +1,179 @@
+"""The AutoscalerReady condition and replica counts, read from an HPA or a ScaledObject.
+
+Pure functions over the objects as the API returns them (dicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from ...api import AutoscalingEngine, ModelDeployment
+from ...scheduling import FALSE, TRUE, UNKNOWN, Verdict
+from ..names import child_name
+from . import keda
+
+AUTOSCALER_ACTIVE = "AutoscalerActive"
+AUTOSCALER_PENDING = "AutoscalerPending"
+KEDA_NOT_INSTALLED_REASON = "KEDANotInstalled"
+
+KEDA_NOT_INSTALLED = Verdict(
+    FALSE,
+    KEDA_NOT_INSTALLED_REASON,
+    "spec.autoscaling.engine is keda, but this cluster does not serve keda.sh/v1alpha1 "
+    "ScaledObjects: install KEDA (https://keda.sh/docs/latest/deploy/) or use engine hpa",
+)
+
+# HPA ScalingActive reasons when a metric cannot be read, and what usually serves it.
+_METRIC_SOURCES = {
+    "FailedGetPodsMetric": "prometheus-adapter with the kubeserve rules (docs/autoscaling.md)",
+    "FailedGetObjectMetric": "prometheus-adapter with the kubeserve rules (docs/autoscaling.md)",
+    "FailedGetExternalMetric": "an external metrics API server (KEDA or prometheus-adapter)",
+    "FailedGetResourceMetric": "metrics-server",
+    "FailedGetContainerResourceMetric": "metrics-server",
+}
+
+
+class AutoscalerState(NamedTuple):
+    current: int | None
+    desired: int | None
+    condition: Verdict
+
+
+class AutoscalerRef(NamedTuple):
+    api_version: str
+    kind: str
+    name: str
+
+
+def expected_autoscaler(md: ModelDeployment) -> AutoscalerRef | None:
+    """Which object owns the replicas (None without spec.autoscaling)."""
+    scaling = md.spec.autoscaling
+    if scaling is None:
+        return None
+    if scaling.engine == AutoscalingEngine.KEDA:
+        return AutoscalerRef(keda.API_VERSION, keda.KIND, child_name(md.name))
+    return AutoscalerRef("autoscaling/v2", "HorizontalPodAutoscaler", child_name(md.name))
+
+
+def keda_hpa_name(scaled_object: Mapping[str, Any]) -> str:
+    """The HPA KEDA creates for a ScaledObject (read it for current/desired replicas)."""
+    status = scaled_object.get("status") or {}
+    if status.get("hpaName"):
+        return str(status["hpaName"])
+    advanced = (scaled_object.get("spec") or {}).get("advanced") or {}
+    configured = (advanced.get("horizontalPodAutoscalerConfig") or {}).get("name")
+    return str(configured or f"keda-hpa-{scaled_object['metadata']['name']}")
+
+
+def autoscaler_status(
+    obj: Mapping[str, Any] | None, *, hpa: Mapping[str, Any] | None = None
+) -> AutoscalerState:
+    """(current, desired, AutoscalerReady) from an HPA or a KEDA ScaledObject.
+
+    For a ScaledObject, pass the HPA KEDA made for it (``keda_hpa_name``) as ``hpa`` to get
+    replica counts; without it they are None.
+    """
+    if obj is None:
+        return AutoscalerState(
+            None,
+            None,
+            Verdict(UNKNOWN, AUTOSCALER_PENDING, "the autoscaler has not been created yet"),
+        )
+    if obj.get("kind") == keda.KIND:
+        return _scaled_object(obj, hpa)
+    return _hpa(obj)
+
+
+def _conditions(obj: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    status = (obj or {}).get("status") or {}
+    return {c.get("type", ""): c for c in status.get("conditions") or []}
+
+
+def _replicas(hpa: Mapping[str, Any] | None) -> tuple[int | None, int | None]:
+    status = (hpa or {}).get("status") or {}
+    return status.get("currentReplicas"), status.get("desiredReplicas")
+
+
+def _hpa(hpa: Mapping[str, Any]) -> AutoscalerState:
+    current, desired = _replicas(hpa)
+    conditions = _conditions(hpa)
+    able = conditions.get("AbleToScale")
+    active = conditions.get("ScalingActive")
+    if able is None or active is None:
+        return AutoscalerState(
+            current,
+            desired,
+            Verdict(
+                UNKNOWN,
+                AUTOSCALER_PENDING,
+                "the HorizontalPodAutoscaler has not computed a scale yet",
+            ),
+        )
+    for condition in (able, active):
+        if condition.get("status") == FALSE:
+            reason = str(condition.get("reason") or condition["type"])
+            message = f"HorizontalPodAutoscaler {condition['type']}=False"
+            if condition.get("message"):
+                message += f": {condition['message']}"
+            if reason in _METRIC_SOURCES:
+                message += f" (is {_METRIC_SOURCES[reason]} installed?)"
+            return AutoscalerState(current, desired, Verdict(FALSE, reason, message))
+    if active.get("status") != TRUE:
+        return AutoscalerState(
+            current,
+            desired,
+            Verdict(
+                UNKNOWN,
+                str(active.get("reason") or AUTOSCALER_PENDING),
+                str(active.get("message", "")),
+            ),
+        )
+    message = f"the HorizontalPodAutoscaler is scaling (current {current}, desired {desired})"
+    limited = conditions.get("ScalingLimited")
+    if limited and limited.get("status") == TRUE and limited.get("message"):
+        message += f"; {limited['message']}"
+    return AutoscalerState(current, desired, Verdict(TRUE, AUTOSCALER_ACTIVE, message))
+
+
+def _scaled_object(obj: Mapping[str, Any], hpa: Mapping[str, Any] | None) -> AutoscalerState:
+    current, desired = _replicas(hpa)
+    conditions = _conditions(obj)
+    ready = conditions.get("Ready")
+    active = conditions.get("Active")
+    paused = conditions.get("Paused")
+    fallback = conditions.get("Fallback")
+    if paused and paused.get("status") == TRUE:
+        return AutoscalerState(
+            current,
+            desired,
+            Verdict(
+                FALSE, "ScaledObjectPaused", str(paused.get("message") or "KEDA scaling is paused")
+            ),
+        )
+    if ready is None or ready.get("status") not in (TRUE, FALSE):
+        return AutoscalerState(
+            current,
+            desired,
+            Verdict(UNKNOWN, AUTOSCALER_PENDING, "KEDA has not checked the ScaledObject yet"),
+        )
+    if ready["status"] == FALSE:
+        reason = str(ready.get("reason") or "ScaledObjectNotReady")
+        message = f"KEDA ScaledObject not ready: {ready.get('message', '')}".rstrip(": ")
+        return AutoscalerState(current, desired, Verdict(FALSE, reason, message))
+    if fallback and fallback.get("status") == TRUE:
+        message = str(fallback.get("message") or "KEDA cannot read the triggers' metrics")
+        return AutoscalerState(current, desired, Verdict(FALSE, "FallbackActive", message))
+    spec = obj.get("spec") or {}
+    minimum = spec.get("minReplicaCount")
+    if active and active.get("status") == FALSE:
+        if minimum == 0:
+            # KEDA takes the Deployment to zero itself (after cooldownPeriod); its HPA,
+            # whose floor is 1, does not show that.
+            desired = 0
+            message = "no trigger is active: KEDA scales to zero after cooldownPeriod"
+        else:
+            message = f"no trigger is active: held at minReplicaCount ({minimum})"
+    else:
+        message = f"KEDA is scaling on its triggers (current {current}, desired {desired})"
+    return AutoscalerState(current, desired, Verdict(TRUE, AUTOSCALER_ACTIVE, message))

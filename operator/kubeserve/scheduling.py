@@ -1,0 +1,336 @@
+"""Could any node in the cluster ever run a replica? Pure logic over Node objects.
+
+This answers the Schedulable condition: not "is there free capacity now" (the scheduler
+knows, and it changes every second) but "is there a node whose labels, taints and
+allocatable devices fit the pod at all". A ModelDeployment asking for an A100 on a cluster
+of L4s stays Pending forever; the condition says so, naming what the cluster has:
+
+    requested 1x nvidia.com/gpu (NVIDIA-A100-SXM4-80GB); nodes offer: 2x NVIDIA-L4 (...)
+
+What counts, node by node (the same rules the scheduler applies to the pod we render):
+
+- cordoned nodes (spec.unschedulable) do not count;
+- NoSchedule and NoExecute taints must be tolerated by the pod's tolerations (the user's
+  plus the GPU toleration); taints the node lifecycle controller sets for passing
+  conditions (node.kubernetes.io/*, node.cloudprovider.kubernetes.io/*) are ignored, since
+  the node may recover;
+- the user's nodeSelector and required node affinity must match;
+- allocatable must hold the device resource (nvidia.com/gpu, nvidia.com/mig-1g.10gb, ...)
+  at least ``count`` times;
+- the GPU Feature Discovery labels must satisfy product and minMemoryMiB.
+
+A cluster autoscaler that can add GPU nodes from zero is invisible here: with no such node
+yet the verdict is False, and the message says what the cluster offers now.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import ModelDeployment
+from .config import OperatorConfig
+from .resources import gpu as gpu_rules
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+# Reasons of the Schedulable condition.
+NODES_MATCH = "NodesMatch"
+NO_MATCHING_NODES = "NoMatchingNodes"
+NO_GPU_REQUESTED = "NoGPURequested"
+NODES_UNKNOWN = "NodesUnknown"
+
+# Taints the node lifecycle controller and cloud controllers set while a condition lasts.
+_TRANSIENT_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
+_BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+_MAX_GROUPS = 5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A condition's status, reason and message (metav1.Condition without the bookkeeping)."""
+
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
+        )
+
+
+@dataclass(frozen=True)
+class NodeSummary:
+    """What scheduling needs from a Node: small enough to keep one per node in memory."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # Extended resources only (names with a '/'), e.g. {"nvidia.com/gpu": 8}.
+    devices: Mapping[str, int] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    unschedulable: bool = False
+
+
+def node_summary(node: Mapping[str, Any]) -> NodeSummary:
+    """Reduce a Node (a dict as the API returns it) to what ``schedulable`` reads."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    allocatable = status.get("allocatable") or {}
+    return NodeSummary(
+        name=str(metadata.get("name", "")),
+        labels=dict(metadata.get("labels") or {}),
+        devices={
+            str(name): _device_count(value)
+            for name, value in allocatable.items()
+            if "/" in str(name)
+        },
+        taints=tuple(
+            Taint(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+            for t in spec.get("taints") or []
+        ),
+        unschedulable=bool(spec.get("unschedulable", False)),
+    )
+
+
+def schedulable(
+    md: ModelDeployment,
+    nodes: Iterable[Mapping[str, Any] | NodeSummary] | None,
+    cfg: OperatorConfig,
+) -> Verdict:
+    """The Schedulable condition: could any node ever run one replica of ``md``?
+
+    ``nodes`` are Node objects or their ``node_summary``; None when the operator cannot
+    list nodes (no permission, cache not yet filled).
+    """
+    gpu = md.spec.gpu
+    if gpu is None:
+        return Verdict(TRUE, NO_GPU_REQUESTED, "no GPU requested; the scheduler may use any node")
+    if nodes is None:
+        return Verdict(
+            UNKNOWN, NODES_UNKNOWN, "the operator cannot list Nodes (it needs list/watch on nodes)"
+        )
+    summaries = [n if isinstance(n, NodeSummary) else node_summary(n) for n in nodes]
+    if not summaries:
+        return Verdict(UNKNOWN, NODES_UNKNOWN, "no Node observed yet")
+
+    pod = _PodNeeds.of(md, cfg)
+    excluded: Counter[str] = Counter()
+    untolerated: Counter[str] = Counter()
+    candidates: list[NodeSummary] = []
+    fitting: list[NodeSummary] = []
+    for node in summaries:
+        if node.unschedulable:
+            excluded["cordoned"] += 1
+            continue
+        blocking = [t for t in node.taints if not pod.tolerates(t)]
+        if blocking:
+            excluded["with a taint the pod does not tolerate"] += 1
+            untolerated.update(str(t) for t in blocking)
+            continue
+        if not pod.placement_matches(node):
+            excluded["outside your nodeSelector/affinity"] += 1
+            continue
+        candidates.append(node)
+        if pod.gpu_fits(node):
+            fitting.append(node)
+
+    if fitting:
+        noun = "node" if len(fitting) == 1 else "nodes"
+        return Verdict(
+            TRUE,
+            NODES_MATCH,
+            f"{len(fitting)} {noun} can run a replica: {_inventory(fitting, pod)}",
+        )
+    message = f"requested {pod.describe()}; {_offer(candidates, pod)}"
+    if excluded:
+        details = ", ".join(f"{n} {why}" for why, n in sorted(excluded.items()))
+        if untolerated:
+            details += " (" + ", ".join(sorted(untolerated)[:3]) + ")"
+        message += f"; not counted: {details}"
+    return Verdict(FALSE, NO_MATCHING_NODES, message)
+
+
+@dataclass(frozen=True)
+class _PodNeeds:
+    device: str
+    count: int
+    products: tuple[str, ...]
+    min_memory_mib: int | None
+    product_label: str
+    memory_label: str
+    node_selector: Mapping[str, str]
+    terms: tuple[Mapping[str, Any], ...]  # the user's required nodeSelectorTerms, ORed
+    tolerations: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def of(cls, md: ModelDeployment, cfg: OperatorConfig) -> _PodNeeds:
+        gpu = md.spec.gpu
+        assert gpu is not None
+        node_affinity = (md.spec.affinity or {}).get("nodeAffinity") or {}
+        required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+        return cls(
+            device=gpu_rules.gpu_resource_name(gpu),
+            count=gpu.count,
+            products=tuple(gpu.product or ()),
+            min_memory_mib=gpu.min_memory_mi_b,
+            product_label=cfg.gpu_product_label,
+            memory_label=cfg.gpu_memory_label,
+            node_selector=dict(md.spec.node_selector or {}),
+            terms=tuple(required.get("nodeSelectorTerms") or ()),
+            tolerations=tuple(gpu_rules.tolerations(md, cfg)),
+        )
+
+    def tolerates(self, taint: Taint) -> bool:
+        if taint.effect not in _BLOCKING_EFFECTS:
+            return True
+        if taint.key.startswith(_TRANSIENT_TAINT_PREFIXES):
+            return True
+        return any(_tolerates(t, taint) for t in self.tolerations)
+
+    def placement_matches(self, node: NodeSummary) -> bool:
+        if any(node.labels.get(k) != v for k, v in self.node_selector.items()):
+            return False
+        return not self.terms or any(_term_matches(term, node) for term in self.terms)
+
+    def gpu_fits(self, node: NodeSummary) -> bool:
+        if node.devices.get(self.device, 0) < self.count:
+            return False
+        if self.products and node.labels.get(self.product_label) not in self.products:
+            return False
+        if self.min_memory_mib is not None:
+            memory = _as_int(node.labels.get(self.memory_label))
+            if memory is None or memory < self.min_memory_mib:
+                return False
+        return True
+
+    def describe(self) -> str:
+        wants = []
+        if self.products:
+            wants.append(" or ".join(self.products))
+        if self.min_memory_mib is not None:
+            wants.append(f"at least {self.min_memory_mib} MiB")
+        text = f"{self.count}x {self.device}"
+        if wants:
+            text += f" ({', '.join(wants)})"
+        return text
+
+
+def _offer(candidates: Sequence[NodeSummary], pod: _PodNeeds) -> str:
+    with_device = [n for n in candidates if n.devices.get(pod.device, 0) > 0]
+    if with_device:
+        return f"nodes offer: {_inventory(with_device, pod)}"
+    others = [n for n in candidates if _accelerators(n)]
+    hint = (
+        "is the NVIDIA device plugin running with the mixed MIG strategy and this profile?"
+        if pod.device.startswith(gpu_rules.MIG_RESOURCE_PREFIX)
+        else "is the device plugin (or GPU Operator) running?"
+    )
+    if not others:
+        return f"no schedulable node advertises {pod.device} ({hint})"
+    return f"no schedulable node advertises {pod.device} ({hint}); nodes offer: " + _inventory(
+        others, pod, all_accelerators=True
+    )
+
+
+def _inventory(
+    nodes: Sequence[NodeSummary], pod: _PodNeeds, *, all_accelerators: bool = False
+) -> str:
+    groups: Counter[str] = Counter()
+    for node in nodes:
+        product = node.labels.get(pod.product_label, "unlabelled GPU")
+        details = []
+        memory = node.labels.get(pod.memory_label)
+        if memory is not None:
+            details.append(f"{memory} MiB")
+        devices = (
+            _accelerators(node) if all_accelerators else {pod.device: node.devices[pod.device]}
+        )
+        details += [f"{count} {name}" for name, count in sorted(devices.items())]
+        groups[f"{product} ({', '.join(details)})"] += 1
+    ordered = sorted(groups.items(), key=lambda item: (-item[1], item[0]))
+    text = ", ".join(f"{n}x {what}" for what, n in ordered[:_MAX_GROUPS])
+    if len(ordered) > _MAX_GROUPS:
+        text += f" and {sum(n for _, n in ordered[_MAX_GROUPS:])} more"
+    return text
+
+
+def _accelerators(node: NodeSummary) -> dict[str, int]:
+    """Device resources that look like accelerators (GPUs, MIG slices, other vendors')."""
+    return {
+        name: count
+        for name, count in node.devices.items()
+        if count > 0 and ("gpu" in name or name.startswith(gpu_rules.MIG_RESOURCE_PREFIX))
+    }
+
+
+def _tolerates(toleration: Mapping[str, Any], taint: Taint) -> bool:
+    """Kubernetes' Toleration.ToleratesTaint."""
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.effect:
+        return False
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    if not key:
+        return operator == "Exists"
+    if key != taint.key:
+        return False
+    return operator == "Exists" or (toleration.get("value") or "") == taint.value
+
+
+def _term_matches(term: Mapping[str, Any], node: NodeSummary) -> bool:
+    """A NodeSelectorTerm: its requirements ANDed; an empty term matches nothing."""
+    expressions = term.get("matchExpressions") or []
+    fields = term.get("matchFields") or []
+    if not expressions and not fields:
+        return False
+    return all(_requirement_matches(r, node.labels) for r in expressions) and all(
+        _requirement_matches(r, {"metadata.name": node.name}) for r in fields
+    )
+
+
+def _requirement_matches(requirement: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key = requirement.get("key", "")
+    operator = requirement.get("operator")
+    values = [str(v) for v in requirement.get("values") or []]
+    present = key in labels
+    value = labels.get(key)
+    if operator == "In":
+        return present and value in values
+    if operator == "NotIn":
+        return not present or value not in values
+    if operator == "Exists":
+        return present
+    if operator == "DoesNotExist":
+        return not present
+    if operator in ("Gt", "Lt") and len(values) == 1:
+        have, bound = _as_int(value), _as_int(values[0])
+        if have is None or bound is None:
+            return False
+        return have > bound if operator == "Gt" else have < bound
+    return False
+
+
+def _as_int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _device_count(quantity: Any) -> int:
+    # Device resources are whole numbers ("8"); anything else counts as none.
+    try:
+        return max(int(str(quantity)), 0)
+    except ValueError:
+        return 0
