@@ -83,12 +83,13 @@ def _torch(args: argparse.Namespace, out_dir: Path) -> Packaged:
                          "package Keras models with --format savedmodel")
     if args.input_shape and args.example_input:
         raise LocalError("give --input-shape or --example-input, not both")
-    from .torch_model import example_input, load_model, parse_shape, torch_dtype
+    from .torch_model import check_runs, example_input, load_model, parse_shape, torch_dtype
 
     shape = parse_shape(args.input_shape) if args.input_shape else None
     torch_dtype(args.input_dtype)  # fail on a bad dtype before loading the model
     example = example_input(shape, args.input_dtype, args.example_input)
     model = load_model(args.model)
+    check_runs(model, example)
     if args.format == "onnx":
         from .torch_onnx import package_onnx
 

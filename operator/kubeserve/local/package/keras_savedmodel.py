@@ -89,7 +89,8 @@ def package_savedmodel(
         files=(target / "saved_model.pb", target / "variables"),
         model_uri=base,
         model_name=name,
-        checks=(signature.describe(), *checks),
+        checks=tuple(checks),
+        details=(signature.describe(),),
     )
 
 

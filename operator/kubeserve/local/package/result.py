@@ -13,9 +13,11 @@ class Packaged:
     model_uri: Path  # what spec.model.uri should point at
     model_name: str | None  # spec.model.name the artifact needs (None: any name works)
     checks: tuple[str, ...] = field(default_factory=tuple)  # what the load-back verified
+    details: tuple[str, ...] = field(default_factory=tuple)  # what clients need to know
 
     def report(self) -> str:
         lines = [f"wrote {path}" for path in self.files]
+        lines += list(self.details)
         lines += [f"checked: {check}" for check in self.checks]
         lines.append(f"serve it with runtime: {self.runtime}")
         lines.append("  spec:")

@@ -46,7 +46,7 @@ def package_mar(
         scripted.save(str(serialized))
         config = work / HANDLER_CONFIG
         config.write_text(
-            json.dumps({"input_dtype": str(example.dtype).removeprefix("torch."),
+            json.dumps({"input_dtype": _dtype_name(example),
                         "row_shape": list(example.shape[1:])})
         )
         _archive(name, serialized, _handler(handler), config, out_dir, work)
@@ -56,7 +56,16 @@ def package_mar(
     return Packaged(
         runtime="torchserve", files=(target,), model_uri=out_dir, model_name=name,
         checks=tuple(checks),
+        details=(
+            f'request: POST /predictions/{name} with {{"data": [[...]]}}, rows of shape '
+            f"[N, {', '.join(map(str, example.shape[1:]))}] ({_dtype_name(example)})"
+            if handler is None else f"handler: {handler}",
+        ),
     )
+
+
+def _dtype_name(tensor: Any) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def to_torchscript(model: TorchModel, example: Any) -> tuple[Any, str]:

@@ -49,7 +49,7 @@ def load_model(reference: str) -> TorchModel:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+        shape = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise LocalError(
             f"--input-shape {text!r}: expected comma-separated positive integers such as 1,4"
@@ -112,6 +112,19 @@ def random_like(template: Any, *, batch: int) -> Any:
     if high - low < 2:
         low, high = 0, max(high, 10)
     return torch.randint(low, high, shape, generator=generator).to(template.dtype)
+
+
+def check_runs(model: TorchModel, example: Any) -> None:
+    """Fail early, in the user's terms, when the model cannot take the example input."""
+    try:
+        run_torch(model.module, example)
+    except LocalError:
+        raise
+    except Exception as exc:
+        raise LocalError(
+            f"{model.source} cannot run on the example input (shape {list(example.shape)}, "
+            f"{str(example.dtype).removeprefix('torch.')}): {first_line(exc)}"
+        ) from exc
 
 
 def run_torch(module: Any, tensor: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +32,10 @@ def package_onnx(
         raise LocalError(f"{target} exists; pass --force to overwrite it")
     out_dir.mkdir(parents=True, exist_ok=True)
     _export(model, example, target, opset)
-    checks = verify(model.module, example, target, tolerance=tolerance)
+    checks, signature = verify(model.module, example, target, tolerance=tolerance)
     return Packaged(
-        runtime="onnxruntime", files=(target,), model_uri=out_dir, model_name=None, checks=checks
+        runtime="onnxruntime", files=(target,), model_uri=out_dir, model_name=None,
+        checks=checks, details=(signature,),
     )
 
 
@@ -72,13 +74,16 @@ def _export(model: TorchModel, example: Any, target: Path, opset: int) -> None:
     except LocalError:
         raise
     except Exception as exc:
-        raise LocalError(
-            f"torch.onnx.export failed: {type(exc).__name__}: {first_line(exc)}"
-        ) from exc
+        message = re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc))  # the exporter's colours
+        raise LocalError(f"torch.onnx.export failed: {type(exc).__name__}: {message}") from exc
 
 
-def verify(module: Any, example: Any, path: Path, *, tolerance: float) -> tuple[str, ...]:
-    """Run the file with ONNX Runtime at the example's batch size and a different one."""
+def verify(
+    module: Any, example: Any, path: Path, *, tolerance: float
+) -> tuple[tuple[str, ...], str]:
+    """Run the file with ONNX Runtime at the example's batch size and a different one.
+
+    Returns what was checked and the graph's signature (what v2 clients send and get)."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
@@ -107,19 +112,30 @@ def verify(module: Any, example: Any, path: Path, *, tolerance: float) -> tuple[
             f"ONNX Runtime matches torch at batch size {tensor.shape[0]} "
             f"(max abs diff {diff:.2g} <= {tolerance:g})"
         )
-    return tuple(checks)
+    return tuple(checks), _signature(session)
+
+
+def _signature(session: Any) -> str:
+    def describe(args: Any) -> str:
+        return "; ".join(
+            f"{arg.name}: {arg.type.removeprefix('tensor(').removesuffix(')')} "
+            f"[{', '.join(str(dim) for dim in arg.shape)}]"
+            for arg in args
+        )
+
+    inputs, outputs = describe(session.get_inputs()), describe(session.get_outputs())
+    return f"inputs ({inputs}) -> outputs ({outputs})"
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    # The exporter logs a line per optional torchvision op it cannot find and warns that the
-    # TorchScript path is deprecated; neither helps someone packaging a model.
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # The exporter logs a line per optional torchvision op it cannot find, warns that the
+    # TorchScript path is deprecated, and on failure logs pages of fake-tensor tracebacks
+    # before raising; the one-line error we print says what matters.
+    logging.disable(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        logging.disable(logging.NOTSET)
