@@ -143,6 +143,16 @@ class Result:
     seconds: float
     latencies: list[float]
     errors: int = 0
+    server_cpu_s: float = 0.0  # CPU time of the server process (of this process for raw)
+    client_cpu_s: float = 0.0
+
+    @property
+    def server_cpu_ms(self) -> float:
+        return self.server_cpu_s / self.requests * 1000.0
+
+    @property
+    def client_cpu_ms(self) -> float:
+        return self.client_cpu_s / self.requests * 1000.0
 
     @property
     def throughput(self) -> float:
@@ -152,13 +162,28 @@ class Result:
         return float(np.percentile(self.latencies, q)) * 1000.0
 
 
-def run_raw(
-    model_path: Path, inputs: list[np.ndarray], concurrency: int, max_batch: int, requests: int
-) -> Result:
-    """The physical limit: back-to-back session calls on ready-made batches."""
+def new_session(model_path: Path, spinning: bool) -> Any:
+    """A CPU session with the options our server uses, for raw and for KServe alike: the
+    comparison is about serving, not session settings."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    spin = "1" if spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def run_raw(
+    model_path: Path,
+    inputs: list[np.ndarray],
+    concurrency: int,
+    max_batch: int,
+    requests: int,
+    spinning: bool,
+) -> Result:
+    """The physical limit: back-to-back session calls on ready-made batches."""
+    session = new_session(model_path, spinning)
     batch = min(concurrency, max_batch)
     batches = [
         np.concatenate([inputs[(i + j) % len(inputs)] for j in range(batch)])
@@ -168,17 +193,25 @@ def run_raw(
         session.run(None, {"x": x})
     calls = max(1, requests // batch)
     latencies: list[float] = []
+    cpu = time.process_time()
     started = time.perf_counter()
     for i in range(calls):
         t0 = time.perf_counter()
         session.run(None, {"x": batches[i % len(batches)]})
         # Every request of the batch waited for the whole call.
         latencies.extend([time.perf_counter() - t0] * batch)
-    return Result("raw", concurrency, calls * batch, time.perf_counter() - started, latencies)
+    seconds = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    return Result("raw", concurrency, calls * batch, seconds, latencies, server_cpu_s=cpu)
 
 
 async def run_http(
-    name: str, url: str, bodies: list[tuple[bytes, dict[str, str]]], concurrency: int, requests: int
+    name: str,
+    url: str,
+    bodies: list[tuple[bytes, dict[str, str]]],
+    concurrency: int,
+    requests: int,
+    server_pid: int,
 ) -> Result:
     import aiohttp
 
@@ -210,10 +243,22 @@ async def run_http(
                 next_index += 1
                 latencies.append(await one(i))
 
+        server_cpu, client_cpu = process_cpu_seconds(server_pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-    return Result(name, concurrency, len(latencies), seconds, latencies, errors)
+        server_cpu = process_cpu_seconds(server_pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+    return Result(
+        name, concurrency, len(latencies), seconds, latencies, errors, server_cpu, client_cpu
+    )
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc). CPU per request
+    stays meaningful on a machine shared with other work, where wall-clock throughput does not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def check_output(url: str, x: np.ndarray, want: np.ndarray, encoding: str) -> None:
@@ -241,7 +286,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server_process(cmd: list[str], ready_url: str, log_path: Path) -> Iterator[None]:
+def server_process(
+    cmd: list[str], ready_url: str, log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
     import urllib.error
     import urllib.request
 
@@ -261,7 +308,7 @@ def server_process(cmd: list[str], ready_url: str, log_path: Path) -> Iterator[N
                 if time.monotonic() > deadline:
                     raise SystemExit(f"{ready_url} not ready after {READY_TIMEOUT_S} s")
                 time.sleep(0.05)
-            yield
+            yield proc
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -274,11 +321,10 @@ def server_process(cmd: list[str], ready_url: str, log_path: Path) -> Iterator[N
 # -- internal server modes -------------------------------------------------------------------
 
 
-def serve_kserve(model_dir: Path, port: int) -> None:
+def serve_kserve(model_dir: Path, port: int, spinning: bool) -> None:
     """KServe's model server with the custom-predictor pattern from its docs."""
     sys.argv = sys.argv[:1]  # kserve parses sys.argv at import time
     import kserve
-    import onnxruntime as ort
     from kserve import InferOutput, InferRequest, InferResponse
     from kserve.utils.utils import generate_uuid
 
@@ -289,7 +335,7 @@ def serve_kserve(model_dir: Path, port: int) -> None:
             self.load()
 
         def load(self) -> bool:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self.session = new_session(self.path, spinning)
             self.ready = True
             return True
 
@@ -395,12 +441,17 @@ def environment() -> str:
 
 
 def report(rows: list[Result]) -> None:
-    print("\n| server | concurrency | requests | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| server | concurrency | requests | req/s | p50 ms | p99 ms | server CPU ms/req "
+        "| client CPU ms/req | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        client = f"{r.client_cpu_ms:.2f}" if r.name != "raw" else "-"
         print(
             f"| {r.name} | {r.concurrency} | {r.requests} | {r.throughput:.1f} | "
-            f"{r.percentile(50):.2f} | {r.percentile(99):.2f} | {r.errors} |"
+            f"{r.percentile(50):.2f} | {r.percentile(99):.2f} | {r.server_cpu_ms:.2f} | "
+            f"{client} | {r.errors} |"
         )
 
 
@@ -446,6 +497,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
         "--max-batch-delay-ms",
         str(args.max_batch_delay_ms),
     ]
+    spin_flag = ["--intra-op-spinning"] if args.intra_op_spinning else []
     kserve_cmd = [
         sys.executable,
         __file__,
@@ -454,41 +506,51 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
         str(model_dir),
         "--port",
         str(kserve_port),
+        *spin_flag,
     ]
+    ours_cmd += spin_flag
     results: dict[tuple[str, int], list[Result]] = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(
+        ours_pid = stack.enter_context(
             server_process(
                 ours_cmd, f"http://127.0.0.1:{ours_port}/v2/health/ready", workdir / "ours.log"
             )
-        )
+        ).pid
         asyncio.run(check_output(ours_url, inputs[0], want, args.encoding))
+        kserve_pid = 0
         if not args.skip_kserve:
-            stack.enter_context(
+            kserve_pid = stack.enter_context(
                 server_process(
                     kserve_cmd,
                     f"http://127.0.0.1:{kserve_port}/v2/models/{MODEL_NAME}/ready",
                     workdir / "kserve.log",
                 )
-            )
+            ).pid
             asyncio.run(check_output(kserve_url, inputs[0], want, args.encoding))
         for round_ in range(args.rounds):
             for c in args.concurrency:
                 runs: list[Result] = [
                     run_raw(
-                        model_dir / "model.onnx", inputs, c, args.max_batch_size, args.requests
+                        model_dir / "model.onnx",
+                        inputs,
+                        c,
+                        args.max_batch_size,
+                        args.requests,
+                        args.intra_op_spinning,
                     ),
-                    asyncio.run(run_http("ours", ours_url, bodies, c, args.requests)),
+                    asyncio.run(run_http("ours", ours_url, bodies, c, args.requests, ours_pid)),
                 ]
                 if not args.skip_kserve:
                     runs.append(
-                        asyncio.run(run_http("kserve", kserve_url, bodies, c, args.requests))
+                        asyncio.run(
+                            run_http("kserve", kserve_url, bodies, c, args.requests, kserve_pid)
+                        )
                     )
                 for r in runs:
                     results.setdefault((r.name, c), []).append(r)
                     print(
                         f"round {round_ + 1} c={c} {r.name}: {r.throughput:.1f} req/s, "
-                        f"p50 {r.percentile(50):.2f} ms",
+                        f"p50 {r.percentile(50):.2f} ms, server CPU {r.server_cpu_ms:.2f} ms/req",
                         flush=True,
                     )
 
@@ -502,6 +564,10 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
         if ("kserve", c) in by:
             line += f", ours/kserve {ours.throughput / by[('kserve', c)].throughput:.2f}"
         line += f"; p50 added over raw {ours.percentile(50) - raw.percentile(50):+.2f} ms"
+        line += (
+            f"; CPU per request: raw {raw.server_cpu_ms:.2f} ms, ours server "
+            f"{ours.server_cpu_ms:.2f} ms + client {ours.client_cpu_ms:.2f} ms"
+        )
         print(line)
 
 
@@ -530,13 +596,13 @@ def stacks(args: argparse.Namespace, workdir: Path) -> None:
             url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
             with server_process(
                 cmd, f"http://127.0.0.1:{port}/v2/health/ready", workdir / f"{name}.log"
-            ):
+            ) as proc:
                 for c in args.concurrency:
-                    r = asyncio.run(run_http(name, url, bodies, c, args.requests))
+                    r = asyncio.run(run_http(name, url, bodies, c, args.requests, proc.pid))
                     results.setdefault((name, c), []).append(r)
                     print(
                         f"round {round_ + 1} {name} c={c}: {r.throughput:.1f} req/s, "
-                        f"p50 {r.percentile(50):.2f} ms",
+                        f"p50 {r.percentile(50):.2f} ms, server CPU {r.server_cpu_ms:.2f} ms/req",
                         flush=True,
                     )
     report([median_result(v) for v in results.values()])
@@ -568,6 +634,11 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-batch-delay-ms", type=float, default=0.0)
     parser.add_argument("--skip-kserve", action="store_true")
+    parser.add_argument(
+        "--intra-op-spinning",
+        action="store_true",
+        help="let ORT's idle threads busy-wait, in all three (our server's default is off)",
+    )
     parser.add_argument("--http-stacks", action="store_true")
     parser.add_argument("--serve-kserve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-stack", help=argparse.SUPPRESS)
@@ -576,7 +647,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.serve_kserve:
-        serve_kserve(args.model_dir, args.port)
+        serve_kserve(args.model_dir, args.port, args.intra_op_spinning)
         return
     if args.serve_stack:
         serve_stack(args.serve_stack, args.model_dir, args.port, args.max_batch_size)

@@ -47,6 +47,7 @@ class SessionSettings:
     inter_op_threads: int = 0
     graph_optimization_level: str = "all"
     device: str = "cpu"
+    spinning: bool = False
 
 
 def select_providers(device: str, available: Sequence[str]) -> list[str]:
@@ -105,6 +106,13 @@ def load_model(path: Path, settings: SessionSettings) -> LoadedModel:
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
     options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[settings.graph_optimization_level]
+    # ORT's pool threads busy-wait after each call by default. Here they share the cores with
+    # the event loop that parses the next request (and, in a pod, with a CPU quota), so the spin
+    # slows down everything else: measured 7.5 -> 3.3 ms of server CPU per request on 2 cores
+    # (docs/performance.md). Opt back in where cores are dedicated to ORT.
+    spin = "1" if settings.spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     providers = select_providers(settings.device, ort.get_available_providers())
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

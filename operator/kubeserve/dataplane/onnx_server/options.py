@@ -31,6 +31,7 @@ class ServerOptions:
     device: str = "cpu"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     warmup: bool = True
+    intra_op_spinning: bool = False  # let ORT's idle threads busy-wait (see model.py)
     # How long SIGTERM waits for in-flight requests before cancelling them.
     shutdown_timeout_s: float = 10.0
 
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="report ready without the warm-up inference",
     )
     parser.add_argument(
+        "--intra-op-spinning",
+        action="store_true",
+        help="let ONNX Runtime's idle threads busy-wait (off: they share cores with HTTP)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     return parser
@@ -120,6 +126,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[ServerOptions, str
             device=args.device,
             max_body_bytes=args.max_body_bytes,
             warmup=args.warmup,
+            intra_op_spinning=args.intra_op_spinning,
         )
     except ValueError as exc:
         parser.error(str(exc))

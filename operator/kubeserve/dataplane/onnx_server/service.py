@@ -90,6 +90,7 @@ class InferenceService:
             inter_op_threads=options.inter_op_threads,
             graph_optimization_level=options.graph_optimization_level,
             device=options.device,
+            spinning=options.intra_op_spinning,
         )
         started = time.perf_counter()
         model = await loop.run_in_executor(self._executor, load_model, options.model_path, settings)
