@@ -36,6 +36,7 @@ from e2elib import (
     RELEASE,
     RESTRICTED,
     ROOT,
+    CommandFailed,
     Env,
     Kube,
     run,
@@ -149,8 +150,10 @@ def operator(cluster: Env) -> Iterator[Env]:
     """The chart installed into a namespace that enforces Pod Security "restricted"."""
     kube = cluster.kube
     kube.apply([namespace(OPERATOR_NAMESPACE), namespace(NAMESPACE)])
+    # upgrade --install: a reused cluster (KUBESERVE_E2E_CLUSTER) may hold an earlier run.
     kube.helm(
-        "install",
+        "upgrade",
+        "--install",
         RELEASE,
         str(CHART),
         "--namespace",
@@ -188,7 +191,40 @@ def operator(cluster: Env) -> Iterator[Env]:
         timeout=90,
     )
     yield cluster
-    # test_helm_uninstall normally removed it already; make sure, without failing teardown.
+    # Normally test_helm_uninstall did this already. Best effort, in this order: a
+    # ModelDeployment's finalizer is removed only while the operator runs.
+    kube.kubectl(
+        "delete",
+        "md",
+        "--all",
+        "-n",
+        NAMESPACE,
+        "--wait=true",
+        "--timeout=120s",
+        check=False,
+        timeout=150,
+    )
+    try:
+        installed = kube.get("deployment", RELEASE, OPERATOR_NAMESPACE) is not None
+    except CommandFailed:
+        installed = False
+    if installed:
+        kube.kubectl(
+            "delete",
+            "pod",
+            LOADER_POD,
+            "-n",
+            NAMESPACE,
+            "--ignore-not-found",
+            "--wait=false",
+            check=False,
+        )
+        run(
+            [kube.helm_bin, "uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait"],
+            timeout=300,
+            env=kube.env,
+            check=False,
+        )
     kube.kubectl(
         "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false", check=False
     )
