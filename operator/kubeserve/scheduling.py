@@ -152,7 +152,7 @@ def schedulable(
             NODES_MATCH,
             f"{len(fitting)} {noun} can run a replica: {_inventory(fitting, pod)}",
         )
-    message = f"requested {pod.describe()}; {_offer(candidates, pod)}"
+    message = f"requested {pod.describe()}; {_offer(candidates, summaries, pod)}"
     if excluded:
         details = ", ".join(f"{n} {why}" for why, n in sorted(excluded.items()))
         if untolerated:
@@ -226,40 +226,46 @@ class _PodNeeds:
         return text
 
 
-def _offer(candidates: Sequence[NodeSummary], pod: _PodNeeds) -> str:
+def _offer(candidates: Sequence[NodeSummary], everyone: Sequence[NodeSummary], pod: _PodNeeds) -> str:
     with_device = [n for n in candidates if n.devices.get(pod.device, 0) > 0]
     if with_device:
         return f"nodes offer: {_inventory(with_device, pod)}"
+    if any(n.devices.get(pod.device, 0) > 0 for n in everyone):
+        text = f"every node with {pod.device} is set aside"
+    elif pod.device.startswith(gpu_rules.MIG_RESOURCE_PREFIX):
+        text = (
+            f"no node advertises {pod.device} (is the NVIDIA device plugin running with the "
+            "mixed MIG strategy and this profile?)"
+        )
+    else:
+        text = f"no node advertises {pod.device} (is the GPU Operator or device plugin running?)"
     others = [n for n in candidates if _accelerators(n)]
-    hint = (
-        "is the NVIDIA device plugin running with the mixed MIG strategy and this profile?"
-        if pod.device.startswith(gpu_rules.MIG_RESOURCE_PREFIX)
-        else "is the device plugin (or GPU Operator) running?"
-    )
-    if not others:
-        return f"no schedulable node advertises {pod.device} ({hint})"
-    return f"no schedulable node advertises {pod.device} ({hint}); nodes offer: " + _inventory(
-        others, pod, all_accelerators=True
-    )
+    if others:
+        text += "; nodes offer: " + _inventory(others, pod, all_accelerators=True)
+    return text
 
 
 def _inventory(
     nodes: Sequence[NodeSummary], pod: _PodNeeds, *, all_accelerators: bool = False
 ) -> str:
-    groups: Counter[str] = Counter()
+    groups: Counter[tuple[str, str]] = Counter()
     for node in nodes:
-        product = node.labels.get(pod.product_label, "unlabelled GPU")
+        product = node.labels.get(pod.product_label, "GPU without a product label")
         details = []
         memory = node.labels.get(pod.memory_label)
         if memory is not None:
             details.append(f"{memory} MiB")
-        devices = (
-            _accelerators(node) if all_accelerators else {pod.device: node.devices[pod.device]}
-        )
+        if all_accelerators:
+            devices = _accelerators(node)
+        else:
+            devices = {pod.device: node.devices[pod.device]}
         details += [f"{count} {name}" for name, count in sorted(devices.items())]
-        groups[f"{product} ({', '.join(details)})"] += 1
+        groups[(product, ", ".join(details))] += 1
     ordered = sorted(groups.items(), key=lambda item: (-item[1], item[0]))
-    text = ", ".join(f"{n}x {what}" for what, n in ordered[:_MAX_GROUPS])
+    text = ", ".join(
+        f"{n}x {product} ({details}{' each' if n > 1 else ''})"
+        for (product, details), n in ordered[:_MAX_GROUPS]
+    )
     if len(ordered) > _MAX_GROUPS:
         text += f" and {sum(n for _, n in ordered[_MAX_GROUPS:])} more"
     return text

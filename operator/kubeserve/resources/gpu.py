@@ -77,18 +77,29 @@ def affinity(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any] | None:
     return merged
 
 
-def gpu_toleration(cfg: OperatorConfig) -> dict[str, Any]:
-    """Tolerates the taint GPU node pools usually carry (nvidia.com/gpu, any value)."""
-    return {"key": cfg.gpu_taint_key, "operator": "Exists", "effect": GPU_TAINT_EFFECT}
+def gpu_tolerations(gpu: Gpu, cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """Tolerations for the taints GPU node pools usually carry, any value.
+
+    The configured key (nvidia.com/gpu by default: GKE, EKS and most GPU Operator setups
+    taint NVIDIA nodes with it); for another vendor's device, also the resource name, the
+    Kubernetes convention for tainting nodes that offer an extended resource.
+    """
+    keys = [cfg.gpu_taint_key]
+    if not gpu.resource_name.startswith("nvidia.com/") and gpu.resource_name not in keys:
+        keys.append(gpu.resource_name)
+    return [{"key": key, "operator": "Exists", "effect": GPU_TAINT_EFFECT} for key in keys]
 
 
 def tolerations(md: ModelDeployment, cfg: OperatorConfig) -> list[dict[str, Any]]:
     user = [t.model_dump(by_alias=True, exclude_none=True) for t in md.spec.tolerations or []]
     if not md.spec.gpu:
         return user
-    if any(_covers(t, cfg.gpu_taint_key) for t in user):
-        return user
-    return [*user, gpu_toleration(cfg)]
+    added = [
+        toleration
+        for toleration in gpu_tolerations(md.spec.gpu, cfg)
+        if not any(_covers(t, toleration["key"]) for t in user)
+    ]
+    return [*user, *added]
 
 
 def _covers(toleration: Mapping[str, Any], key: str) -> bool:
