@@ -194,10 +194,27 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     ]
 
 
-def test_directory_without_model_onnx_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    md = write_md(tmp_path / "md.yaml", NAME, "onnxruntime", "empty")
+def test_directory_without_the_layout_gets_the_storage_initializers_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "weights.bin").write_bytes(b"x")
+    md = write_md(tmp_path / "md.yaml", NAME, "onnxruntime", "weights")
     done = run_cli("serve", "-f", str(md), tmp=tmp_path)
     assert done.returncode == 1
-    [line] = error_lines(done.stderr)
-    assert "has no model.onnx" in line and "kubeserve package" in line
+    last = error_lines(done.stderr)[-1]
+    assert last.startswith("kubeserve serve: error: the storage initializer could not fetch")
+    assert "expected model.onnx" in last and "found: weights.bin" in last
+
+
+def test_directory_is_fixed_up_in_a_copy_not_in_place(model_dir: Path, tmp_path: Path) -> None:
+    # A lone <anything>.onnx is what people export; the storage initializer renames it to
+    # model.onnx, as in the cluster, in a temp copy: the user's directory stays as it was.
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(model_dir / "model.onnx", export / "classifier.onnx")
+    md = write_md(tmp_path / "md.yaml", NAME, "onnxruntime", "export")
+    with serving(md, tmp=tmp_path) as served:
+        assert max_diff(v2_infer(served.url, ROWS), torch_reference(ROWS)) <= 1e-5
+        assert served.stop() == 0
+    assert sorted(p.name for p in export.iterdir()) == ["classifier.onnx"]

@@ -130,10 +130,12 @@ def test_sigterm_waits_for_java_and_workers(server: Served) -> None:
     assert "Traceback" not in server.stderr()
 
 
-def test_missing_mar_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    md = write_md(tmp_path / "md.yaml", NAME, "torchserve", "empty")
+def test_model_store_without_a_mar_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "README.txt").write_text("no model here")
+    md = write_md(tmp_path / "md.yaml", NAME, "torchserve", "store")
     done = run_cli("serve", "-f", str(md), tmp=tmp_path)
     assert done.returncode == 1
-    [line] = error_lines(done.stderr)
-    assert f"has no {NAME}.mar" in line
+    last = error_lines(done.stderr)[-1]
+    assert last.startswith("kubeserve serve: error: the storage initializer could not fetch")
+    assert ".mar" in last and "found: README.txt" in last

@@ -1,9 +1,11 @@
 """spec.model.uri -> a local model directory.
 
-A local directory is served in place (relative paths resolve against the YAML file's
-directory). Anything else (a local file such as an archive, s3://, gs://, https://) goes
-through the same storage initializer the cluster runs in its init container, into a temp dir,
-so local and cluster agree on layouts and archive handling.
+A local directory that already has the runtime's layout is served in place (relative paths
+resolve against the YAML file's directory). Anything else (another local directory, a local
+file such as an archive, s3://, gs://, https://) goes through the same storage initializer the
+cluster runs in its init container, into a temp dir: local and cluster then agree on layouts,
+archive handling and layout fixes (a lone foo.onnx becomes model.onnx), and the user's own
+directory is never modified.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ...api import ModelDeployment
+from ...api import ModelDeployment, Runtime
 from ..errors import LocalError
 from .children import Child, run_to_completion
 
@@ -40,7 +42,7 @@ async def resolve(md: ModelDeployment, base: Path, work: Path, stop: asyncio.Eve
     uri = md.spec.model.uri
     path = local_path(uri, base)
     if path is not None:
-        if path.is_dir():
+        if path.is_dir() and has_layout(md, path):
             return path.resolve()
         if not path.exists():
             raise LocalError(f"spec.model.uri: {path} does not exist")
@@ -55,6 +57,19 @@ async def resolve(md: ModelDeployment, base: Path, work: Path, stop: asyncio.Eve
     return await fetch(source, md, work / "model", stop)
 
 
+def has_layout(md: ModelDeployment, path: Path) -> bool:
+    """Whether `path` is what the runtime serves as it is (see dataplane/storage/layout.py)."""
+    if md.spec.runtime == Runtime.ONNXRUNTIME:
+        return (path / "model.onnx").is_file()
+    if md.spec.runtime == Runtime.TORCHSERVE:
+        return (path / f"{md.model_name}.mar").is_file()
+    return any(
+        child.name.isdigit() and (child / "saved_model.pb").is_file()
+        for child in path.iterdir()
+        if child.is_dir()
+    )
+
+
 async def fetch(source: str, md: ModelDeployment, dest: Path, stop: asyncio.Event) -> Path:
     command = [
         sys.executable, "-m", "kubeserve.dataplane.storage", source, str(dest),
@@ -67,6 +82,7 @@ async def fetch(source: str, md: ModelDeployment, dest: Path, stop: asyncio.Even
     if returncode is None:
         raise LocalError("stopped while fetching the model")
     if returncode != 0:
+        detail = child.last_line().removeprefix("kubeserve-storage: error: ")
         raise LocalError(f"the storage initializer could not fetch {source}: "
-                         f"{child.last_line() or f'exit status {returncode}'}")
+                         f"{detail or f'exit status {returncode}'}")
     return dest
