@@ -10,6 +10,7 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before anything imports onnxruntime
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from fixtures_local import (
 )
 
 from kubeserve.local.serve.binaries import find
+from kubeserve.local.serve.tfserving import OFFICIAL_IMAGE
 
 pytestmark = [pytest.mark.runtimes, pytest.mark.slow]
 
@@ -93,6 +95,13 @@ def test_version_zero_is_refused(tmp_path: Path) -> None:
     assert error_lines(done.stderr) == [
         "kubeserve package: error: --model-version must be >= 1 (TF Serving ignores version 0)"
     ]
+
+
+def test_suggested_image_is_the_one_our_image_builds_on() -> None:
+    dockerfile = Path(__file__).resolve().parents[2] / "images" / "tfserving" / "Dockerfile"
+    match = re.search(r"^ARG TFSERVING_VERSION=(\S+)$", dockerfile.read_text(), re.MULTILINE)
+    assert match, "images/tfserving/Dockerfile has no ARG TFSERVING_VERSION"
+    assert OFFICIAL_IMAGE == f"tensorflow/serving:{match.group(1)}"
 
 
 def test_tensorflow_model_server_serves_the_export(

@@ -23,8 +23,9 @@ from .net import free_port, get_json, is_free, url_host
 from .options import LocalOptions
 
 BINARY = "tensorflow_model_server"
-# The official image; keep in step with images/tfserving.
-OFFICIAL_IMAGE = "tensorflow/serving:2.19.0"
+# The official image our images/tfserving builds on (its ARG TFSERVING_VERSION; a test keeps
+# the two in step).
+OFFICIAL_IMAGE = "tensorflow/serving:2.18.0"
 
 
 def check_installed(md: ModelDeployment, model_dir: str, port: int) -> str:
