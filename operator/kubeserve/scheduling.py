@@ -226,7 +226,9 @@ class _PodNeeds:
         return text
 
 
-def _offer(candidates: Sequence[NodeSummary], everyone: Sequence[NodeSummary], pod: _PodNeeds) -> str:
+def _offer(
+    candidates: Sequence[NodeSummary], everyone: Sequence[NodeSummary], pod: _PodNeeds
+) -> str:
     with_device = [n for n in candidates if n.devices.get(pod.device, 0) > 0]
     if with_device:
         return f"nodes offer: {_inventory(with_device, pod)}"

@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 import celpy
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 from kubeserve.crd import crd
 
@@ -36,10 +36,7 @@ def schema_at(path: str) -> dict[str, Any]:
     for part in path.replace("[]", ".[]").split("."):
         if not part:
             continue
-        if part == "[]":
-            node = node["items"]
-        else:
-            node = node["properties"][part]
+        node = node["items"] if part == "[]" else node["properties"][part]
     return node
 
 
@@ -71,7 +68,11 @@ def with_defaults(schema: dict[str, Any], value: Any) -> Any:
 def cel_errors(path: str, value: Any) -> list[str]:
     """Messages of the rules at ``path`` that reject ``value``; empty when all pass."""
     schema = schema_at(path)
-    return [message for rule, message in rules_at(path) if not _passes(rule, with_defaults(schema, value))]
+    return [
+        message
+        for rule, message in rules_at(path)
+        if not _passes(rule, with_defaults(schema, value))
+    ]
 
 
 def all_cel_errors(path: str, value: Any) -> list[str]:
@@ -87,7 +88,9 @@ def all_cel_errors(path: str, value: Any) -> list[str]:
 def schema_errors(path: str, value: Any) -> list[str]:
     """OpenAPI (structural schema) errors for ``value`` at ``path``: types, bounds, patterns."""
     validator = jsonschema.Draft7Validator(_as_jsonschema(schema_at(path)))
-    return [f"{'.'.join(map(str, e.path)) or path}: {e.message}" for e in validator.iter_errors(value)]
+    return [
+        f"{'.'.join(map(str, e.path)) or path}: {e.message}" for e in validator.iter_errors(value)
+    ]
 
 
 def _walk(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str, str, str, Any]]:
@@ -109,7 +112,7 @@ def _program(rule: str) -> Any:
 
 def _passes(rule: str, value: Any) -> bool:
     try:
-        result = _program(rule).evaluate({"self": celpy.json_to_cel(value)})
+        result = _program(rule).evaluate({"self": celpy.json_to_cel(value)})  # type: ignore[attr-defined]
     except celpy.evaluation.CELEvalError:
         # An evaluation error (e.g. a missing field) rejects the object, as in the API server.
         return False

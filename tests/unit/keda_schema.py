@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
-import kubernetes_validate
+import jsonschema  # type: ignore[import-untyped]
+import kubernetes_validate  # type: ignore[import-untyped]
 
 KUBERNETES_VERSION = "1.32.0"
 _NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -124,7 +124,8 @@ _RESOURCE_TRIGGERS = {"cpu", "memory"}
 def scaled_object_errors(obj: dict[str, Any]) -> list[str]:
     """What KEDA (its CRD schema, then its admission webhook) would reject; empty if none."""
     errors = [
-        f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in _VALIDATOR.iter_errors(obj)
+        f"{'.'.join(map(str, e.path)) or '<root>'}: {e.message}"
+        for e in _VALIDATOR.iter_errors(obj)
     ]
     if errors:
         return errors
@@ -143,7 +144,10 @@ def scaled_object_errors(obj: dict[str, Any]) -> list[str]:
         errors += [f"spec.triggers.{index}: {e}" for e in _trigger_errors(trigger)]
     behavior = spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior")
     if behavior is not None:
-        errors += [f"spec.advanced.horizontalPodAutoscalerConfig.behavior: {e}" for e in _behavior_errors(behavior)]
+        errors += [
+            f"spec.advanced.horizontalPodAutoscalerConfig.behavior: {e}"
+            for e in _behavior_errors(behavior)
+        ]
     return errors
 
 

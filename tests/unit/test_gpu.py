@@ -54,7 +54,7 @@ def config_map_data(model: ModelDeployment) -> dict[str, str]:
 # ---------------------------------------------------------------- GPU x runtime
 
 
-GPU_CASES = {
+GPU_CASES: dict[str, tuple[dict[str, Any] | None, str | None, int]] = {
     "cpu": (None, None, 0),
     "one-gpu": ({"count": 1}, "nvidia.com/gpu", 1),
     "two-gpus": ({"count": 2}, "nvidia.com/gpu", 2),
@@ -94,7 +94,10 @@ def test_gpu_by_runtime_image_resources_and_settings(runtime: str, case: str) ->
 
 
 def test_cpu_requests_and_limits_stay_with_a_gpu() -> None:
-    model = md(gpu={"count": 1}, resources={"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}})
+    model = md(
+        gpu={"count": 1},
+        resources={"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "16Gi"}},
+    )
     assert server(model)["resources"] == {
         "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
         "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
@@ -115,7 +118,9 @@ def test_runtime_class_name_only_when_asked() -> None:
 
 
 def test_product_and_memory_become_required_node_affinity() -> None:
-    model = md(gpu={"product": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"], "minMemoryMiB": 40000})
+    model = md(
+        gpu={"product": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"], "minMemoryMiB": 40000}
+    )
     assert pod(model)["affinity"] == {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -138,10 +143,14 @@ def test_product_and_memory_become_required_node_affinity() -> None:
 
 
 def test_label_keys_and_taint_key_come_from_the_config() -> None:
-    cfg = OperatorConfig(gpu_product_label="gpu/product", gpu_memory_label="gpu/mem", gpu_taint_key="gpu")
+    cfg = OperatorConfig(
+        gpu_product_label="gpu/product", gpu_memory_label="gpu/mem", gpu_taint_key="gpu"
+    )
     model = md(gpu={"product": ["X"], "minMemoryMiB": 2})
     spec = deployment(model, cfg, config_map=None)["spec"]["template"]["spec"]
-    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]
     assert [e["key"] for e in term["matchExpressions"]] == ["gpu/product", "gpu/mem"]
     assert spec["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
@@ -149,7 +158,9 @@ def test_label_keys_and_taint_key_come_from_the_config() -> None:
 def test_a_bare_gpu_request_adds_only_the_toleration() -> None:
     spec = pod(md(gpu={"count": 1}))
     assert "affinity" not in spec and "nodeSelector" not in spec
-    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
 
 
 def test_other_vendors_get_the_toleration_named_after_their_resource() -> None:
@@ -161,16 +172,23 @@ def test_other_vendors_get_the_toleration_named_after_their_resource() -> None:
     ]
 
 
-USER_AFFINITY = {
+USER_AFFINITY: dict[str, Any] = {
     "nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}]},
+                {
+                    "matchExpressions": [
+                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
+                    ]
+                },
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-7"]}]},
             ]
         },
         "preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 10, "preference": {"matchExpressions": [{"key": "spot", "operator": "DoesNotExist"}]}}
+            {
+                "weight": 10,
+                "preference": {"matchExpressions": [{"key": "spot", "operator": "DoesNotExist"}]},
+            }
         ],
     },
     "podAntiAffinity": {
@@ -203,12 +221,18 @@ MERGE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                         "nodeSelectorTerms": [
                             {
                                 "matchExpressions": [
-                                    {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]},
+                                    {
+                                        "key": "topology.kubernetes.io/zone",
+                                        "operator": "In",
+                                        "values": ["a"],
+                                    },
                                     GPU_RULE,
                                 ]
                             },
                             {
-                                "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-7"]}],
+                                "matchFields": [
+                                    {"key": "metadata.name", "operator": "In", "values": ["gpu-7"]}
+                                ],
                                 "matchExpressions": [GPU_RULE],
                             },
                         ]
@@ -218,12 +242,24 @@ MERGE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
     "only-preferred-user-affinity": (
-        {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": USER_AFFINITY["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]}}},
         {
             "affinity": {
                 "nodeAffinity": {
-                    "preferredDuringSchedulingIgnoredDuringExecution": USER_AFFINITY["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"],
-                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [GPU_RULE]}]},
+                    "preferredDuringSchedulingIgnoredDuringExecution": USER_AFFINITY[
+                        "nodeAffinity"
+                    ]["preferredDuringSchedulingIgnoredDuringExecution"]
+                }
+            }
+        },
+        {
+            "affinity": {
+                "nodeAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": USER_AFFINITY[
+                        "nodeAffinity"
+                    ]["preferredDuringSchedulingIgnoredDuringExecution"],
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [GPU_RULE]}]
+                    },
                 }
             }
         },
@@ -234,13 +270,19 @@ MERGE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "affinity": {
                 "podAntiAffinity": USER_AFFINITY["podAntiAffinity"],
                 "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [GPU_RULE]}]}
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [GPU_RULE]}]
+                    }
                 },
             }
         },
     ),
     "user-tolerations-kept-gpu-appended": (
-        {"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]},
+        {
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+            ]
+        },
         {
             "tolerations": [
                 {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
@@ -257,10 +299,24 @@ MERGE_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"tolerations": [{"operator": "Exists"}]},
     ),
     "user-toleration-for-one-value-is-not-enough": (
-        {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]},
         {
             "tolerations": [
-                {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"},
+                {
+                    "key": "nvidia.com/gpu",
+                    "operator": "Equal",
+                    "value": "present",
+                    "effect": "NoSchedule",
+                }
+            ]
+        },
+        {
+            "tolerations": [
+                {
+                    "key": "nvidia.com/gpu",
+                    "operator": "Equal",
+                    "value": "present",
+                    "effect": "NoSchedule",
+                },
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
             ]
         },
@@ -292,10 +348,13 @@ def test_without_a_gpu_the_user_fields_pass_through_untouched(case: str) -> None
 
 # ---------------------------------------------------------------- contradictions
 
-VALID_GPUS = {
+VALID_GPUS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "count-8": {"count": 8},
-    "products": {"product": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"], "minMemoryMiB": 40000},
+    "products": {
+        "product": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3"],
+        "minMemoryMiB": 40000,
+    },
     "mig": {"migProfile": "3g.40gb", "product": ["NVIDIA-A100-SXM4-80GB"]},
     "mig-count-1": {"migProfile": "1g.10gb", "count": 1},
     "mig-media": {"migProfile": "1g.10gb+me"},
@@ -305,16 +364,22 @@ VALID_GPUS = {
 }
 
 # name -> (spec.gpu, a fragment of the message both layers give)
-INVALID_GPUS = {
+INVALID_GPUS: dict[str, tuple[dict[str, Any], str]] = {
     "mig-with-count": ({"migProfile": "1g.10gb", "count": 2}, "only one MIG device"),
     "mig-on-amd": ({"migProfile": "1g.10gb", "resourceName": "amd.com/gpu"}, "NVIDIA feature"),
-    "mig-on-other-vendor": ({"migProfile": "2g.20gb", "resourceName": "gpu.intel.com/i915"}, "NVIDIA feature"),
+    "mig-on-other-vendor": (
+        {"migProfile": "2g.20gb", "resourceName": "gpu.intel.com/i915"},
+        "NVIDIA feature",
+    ),
     "mig-with-min-memory": ({"migProfile": "1g.10gb", "minMemoryMiB": 10000}, "selects whole GPUs"),
-    "mig-as-resource-name": ({"resourceName": "nvidia.com/mig-1g.10gb"}, "request a MIG slice with"),
+    "mig-as-resource-name": (
+        {"resourceName": "nvidia.com/mig-1g.10gb"},
+        "request a MIG slice with",
+    ),
 }
 
 # Rejected by the OpenAPI schema (types, bounds, patterns) and by pydantic.
-MALFORMED_GPUS = {
+MALFORMED_GPUS: dict[str, dict[str, Any]] = {
     "fractional": {"count": 0.5},
     "fractional-above-one": {"count": 1.5},
     "zero": {"count": 0},
@@ -368,3 +433,16 @@ def schema_at_gpu_count() -> dict[str, Any]:
     from cel_helper import schema_at
 
     return schema_at("spec.gpu.count")
+
+
+def test_docs_explain_every_gpu_and_rollout_field() -> None:
+    from pathlib import Path
+
+    from kubeserve.api import Gpu, Rollout
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "gpu.md").read_text()
+    for model in (Gpu, Rollout):
+        for name, field in model.model_fields.items():
+            assert f"`{field.alias or name}`" in docs, (
+                f"docs/gpu.md must explain {field.alias or name}"
+            )

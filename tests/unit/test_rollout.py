@@ -37,7 +37,10 @@ def md(**spec: Any) -> ModelDeployment:
 
 
 def rolling(surge: int | str, unavailable: int | str) -> dict[str, Any]:
-    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}}
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
+    }
 
 
 RECREATE = {"type": "Recreate"}
@@ -59,15 +62,33 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "gpu-keda-from-zero": ({"gpu": GPU, "autoscaling": KEDA_ZERO}, rolling(0, 1)),
     "mig-replicas-2": ({"gpu": {"migProfile": "1g.10gb"}, "replicas": 2}, rolling(0, 1)),
     # spec.rollout overrides; a half-given pair is completed to stay valid.
-    "gpu-explicit-recreate": ({"gpu": GPU, "replicas": 4, "rollout": {"strategy": "Recreate"}}, RECREATE),
-    "gpu-explicit-rolling-one-replica": ({"gpu": GPU, "rollout": {"strategy": "RollingUpdate"}}, rolling(0, 1)),
+    "gpu-explicit-recreate": (
+        {"gpu": GPU, "replicas": 4, "rollout": {"strategy": "Recreate"}},
+        RECREATE,
+    ),
+    "gpu-explicit-rolling-one-replica": (
+        {"gpu": GPU, "rollout": {"strategy": "RollingUpdate"}},
+        rolling(0, 1),
+    ),
     "gpu-spare-gpu": ({"gpu": GPU, "replicas": 2, "rollout": {"maxSurge": 1}}, rolling(1, 0)),
-    "gpu-spare-gpu-percent": ({"gpu": GPU, "replicas": 2, "rollout": {"maxSurge": "25%"}}, rolling("25%", 0)),
+    "gpu-spare-gpu-percent": (
+        {"gpu": GPU, "replicas": 2, "rollout": {"maxSurge": "25%"}},
+        rolling("25%", 0),
+    ),
     "gpu-surge-zero": ({"gpu": GPU, "replicas": 2, "rollout": {"maxSurge": 0}}, rolling(0, 1)),
     "gpu-faster": ({"gpu": GPU, "replicas": 8, "rollout": {"maxUnavailable": 2}}, rolling(0, 2)),
-    "gpu-never-down": ({"gpu": GPU, "replicas": 2, "rollout": {"maxUnavailable": 0}}, rolling(1, 0)),
-    "gpu-never-down-percent": ({"gpu": GPU, "replicas": 2, "rollout": {"maxUnavailable": "0%"}}, rolling(1, "0%")),
-    "gpu-both-given": ({"gpu": GPU, "replicas": 4, "rollout": {"maxSurge": 2, "maxUnavailable": "50%"}}, rolling(2, "50%")),
+    "gpu-never-down": (
+        {"gpu": GPU, "replicas": 2, "rollout": {"maxUnavailable": 0}},
+        rolling(1, 0),
+    ),
+    "gpu-never-down-percent": (
+        {"gpu": GPU, "replicas": 2, "rollout": {"maxUnavailable": "0%"}},
+        rolling(1, "0%"),
+    ),
+    "gpu-both-given": (
+        {"gpu": GPU, "replicas": 4, "rollout": {"maxSurge": 2, "maxUnavailable": "50%"}},
+        rolling(2, "50%"),
+    ),
 }
 
 
@@ -88,7 +109,7 @@ def test_every_rolling_default_can_make_progress() -> None:
             assert {str(pair["maxSurge"]), str(pair["maxUnavailable"])} - {"0", "0%"}, spec
 
 
-REPLICAS = {
+REPLICAS: dict[str, tuple[dict[str, Any], int | None]] = {
     "fixed": ({"replicas": 3}, 3),
     "fixed-zero": ({"replicas": 0}, 0),
     "hpa-owns-them": ({"replicas": 3, "autoscaling": HPA}, None),
@@ -104,11 +125,14 @@ def test_spec_replicas_only_without_an_autoscaler(case: str) -> None:
     assert ("replicas" in rendered) == (expected is not None)
 
 
-INVALID = {
+INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "both-zero": ({"maxSurge": 0, "maxUnavailable": 0}, "cannot both be 0"),
     "both-zero-percent": ({"maxSurge": "0%", "maxUnavailable": "0"}, "cannot both be 0"),
     "recreate-with-surge": ({"strategy": "Recreate", "maxSurge": 1}, "apply only to RollingUpdate"),
-    "recreate-with-unavailable": ({"strategy": "Recreate", "maxUnavailable": 1}, "apply only to RollingUpdate"),
+    "recreate-with-unavailable": (
+        {"strategy": "Recreate", "maxUnavailable": 1},
+        "apply only to RollingUpdate",
+    ),
 }
 
 
@@ -122,7 +146,9 @@ def test_invalid_rollouts_are_rejected_by_cel_and_pydantic(case: str) -> None:
     assert str(caught.value).startswith("spec.rollout")
 
 
-@pytest.mark.parametrize("rollout", [{"maxSurge": 0}, {"maxUnavailable": 0}, {"maxSurge": 0, "maxUnavailable": 1}, {}])
+@pytest.mark.parametrize(
+    "rollout", [{"maxSurge": 0}, {"maxUnavailable": 0}, {"maxSurge": 0, "maxUnavailable": 1}, {}]
+)
 def test_valid_rollouts_pass_both_layers(rollout: dict[str, Any]) -> None:
     assert cel_errors("spec.rollout", rollout) == []
     md(rollout=rollout)

@@ -122,17 +122,33 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
         [a100("a100-1", taints=[GPU_TAINT, DEDICATED])],
         "False",
         "NoMatchingNodes",
-        ["every node with nvidia.com/gpu is set aside", "1 with a taint the pod does not tolerate (dedicated=training:NoSchedule)"],
+        [
+            "every node with nvidia.com/gpu is set aside",
+            "1 with a taint the pod does not tolerate (dedicated=training:NoSchedule)",
+        ],
     ),
     "other-taint-tolerated-by-the-user": (
-        {"gpu": {"count": 1}, "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoSchedule"}]},
+        {
+            "gpu": {"count": 1},
+            "tolerations": [
+                {
+                    "key": "dedicated",
+                    "operator": "Equal",
+                    "value": "training",
+                    "effect": "NoSchedule",
+                }
+            ],
+        },
         [a100("a100-1", taints=[GPU_TAINT, DEDICATED])],
         "True",
         "NodesMatch",
         [],
     ),
     "toleration-for-another-value-does-not-count": (
-        {"gpu": {"count": 1}, "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "inference"}]},
+        {
+            "gpu": {"count": 1},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "inference"}],
+        },
         [a100("a100-1", taints=[DEDICATED])],
         "False",
         "NoMatchingNodes",
@@ -157,7 +173,11 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
         [l4("l4-1"), node("l4x2", L4, 23034, {"nvidia.com/gpu": "2"})],
         "False",
         "NoMatchingNodes",
-        ["requested 4x nvidia.com/gpu", f"1x {L4} (23034 MiB, 1 nvidia.com/gpu)", f"1x {L4} (23034 MiB, 2 nvidia.com/gpu)"],
+        [
+            "requested 4x nvidia.com/gpu",
+            f"1x {L4} (23034 MiB, 1 nvidia.com/gpu)",
+            f"1x {L4} (23034 MiB, 2 nvidia.com/gpu)",
+        ],
     ),
     "enough-devices-on-one-node": (
         {"gpu": {"count": 8}},
@@ -217,7 +237,10 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
     ),
     "mig-profile-offered": (
         {"gpu": {"migProfile": "1g.10gb"}},
-        [node("mig-1", A100, 81920, {"nvidia.com/gpu": "0", "nvidia.com/mig-1g.10gb": "7"}), l4("l4-1")],
+        [
+            node("mig-1", A100, 81920, {"nvidia.com/gpu": "0", "nvidia.com/mig-1g.10gb": "7"}),
+            l4("l4-1"),
+        ],
         "True",
         "NodesMatch",
         [f"1x {A100} (81920 MiB, 7 nvidia.com/mig-1g.10gb)"],
@@ -229,7 +252,8 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
         "NoMatchingNodes",
         [
             "requested 1x nvidia.com/mig-1g.10gb",
-            "no node advertises nvidia.com/mig-1g.10gb (is the NVIDIA device plugin running with the mixed MIG strategy and this profile?)",
+            "no node advertises nvidia.com/mig-1g.10gb (is the NVIDIA device plugin running "
+            "with the mixed MIG strategy and this profile?)",
             "2 nvidia.com/mig-3g.40gb",
             "1 nvidia.com/gpu",
         ],
@@ -243,7 +267,14 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
     ),
     "amd": (
         {"gpu": {"resourceName": "amd.com/gpu", "count": 2}},
-        [node("mi300", devices={"amd.com/gpu": "8"}, taints=[{"key": "amd.com/gpu", "effect": "NoSchedule"}]), l4("l4-1")],
+        [
+            node(
+                "mi300",
+                devices={"amd.com/gpu": "8"},
+                taints=[{"key": "amd.com/gpu", "effect": "NoSchedule"}],
+            ),
+            l4("l4-1"),
+        ],
         "True",
         "NodesMatch",
         ["1 node can run a replica: 1x GPU without a product label (8 amd.com/gpu)"],
@@ -253,7 +284,10 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
         [a100("a100-1", labels={"pool": "training"}), a100("a100-2")],
         "False",
         "NoMatchingNodes",
-        ["every node with nvidia.com/gpu is set aside", "not counted: 2 outside your nodeSelector/affinity"],
+        [
+            "every node with nvidia.com/gpu is set aside",
+            "not counted: 2 outside your nodeSelector/affinity",
+        ],
     ),
     "node-selector-matches": (
         {"gpu": {"count": 1}, "nodeSelector": {"pool": "inference"}},
@@ -269,7 +303,15 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {
                         "nodeSelectorTerms": [
-                            {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["b"]}]}
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "topology.kubernetes.io/zone",
+                                        "operator": "In",
+                                        "values": ["b"],
+                                    }
+                                ]
+                            }
                         ]
                     }
                 }
@@ -287,8 +329,20 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
                 "nodeAffinity": {
                     "requiredDuringSchedulingIgnoredDuringExecution": {
                         "nodeSelectorTerms": [
-                            {"matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["b"]}]},
-                            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a100-1"]}]},
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "topology.kubernetes.io/zone",
+                                        "operator": "In",
+                                        "values": ["b"],
+                                    }
+                                ]
+                            },
+                            {
+                                "matchFields": [
+                                    {"key": "metadata.name", "operator": "In", "values": ["a100-1"]}
+                                ]
+                            },
                         ]
                     }
                 }
@@ -309,7 +363,11 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
                             {
                                 "matchExpressions": [
                                     {"key": "spot", "operator": "DoesNotExist"},
-                                    {"key": "topology.kubernetes.io/zone", "operator": "NotIn", "values": ["c"]},
+                                    {
+                                        "key": "topology.kubernetes.io/zone",
+                                        "operator": "NotIn",
+                                        "values": ["c"],
+                                    },
                                     {"key": "generation", "operator": "Lt", "values": ["5"]},
                                 ]
                             }
@@ -333,7 +391,10 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
         [a100("c", cordoned=True), a100("t", taints=[DEDICATED]), cpu_node("c1")],
         "False",
         "NoMatchingNodes",
-        ["not counted: 1 cordoned, 1 with a taint the pod does not tolerate (dedicated=training:NoSchedule)"],
+        [
+            "not counted: 1 cordoned, 1 with a taint the pod does not tolerate "
+            "(dedicated=training:NoSchedule)"
+        ],
     ),
 }
 
@@ -351,7 +412,9 @@ def test_schedulable(case: str) -> None:
 def test_summaries_give_the_same_verdict_as_whole_nodes(case: str) -> None:
     spec, nodes, *_ = CASES[case]
     model = md(**spec)
-    assert schedulable(model, [node_summary(n) for n in nodes], CFG) == schedulable(model, nodes, CFG)
+    assert schedulable(model, [node_summary(n) for n in nodes], CFG) == schedulable(
+        model, nodes, CFG
+    )
 
 
 def test_unknown_without_nodes() -> None:
@@ -366,7 +429,11 @@ def test_no_gpu_needs_no_nodes() -> None:
 
 def test_label_keys_come_from_the_config() -> None:
     cfg = OperatorConfig(gpu_product_label="cloud.example/accelerator")
-    nodes = [node("x", devices={"nvidia.com/gpu": "1"}, labels={"cloud.example/accelerator": "nvidia-l4"})]
+    nodes = [
+        node(
+            "x", devices={"nvidia.com/gpu": "1"}, labels={"cloud.example/accelerator": "nvidia-l4"}
+        )
+    ]
     assert schedulable(md(gpu={"product": ["nvidia-l4"]}), nodes, cfg).status == "True"
     assert schedulable(md(gpu={"product": ["nvidia-l4"]}), nodes, CFG).status == "False"
 
