@@ -101,7 +101,7 @@ def test_suggested_image_is_the_one_our_image_builds_on() -> None:
     dockerfile = Path(__file__).resolve().parents[2] / "images" / "tfserving" / "Dockerfile"
     match = re.search(r"^ARG TFSERVING_VERSION=(\S+)$", dockerfile.read_text(), re.MULTILINE)
     assert match, "images/tfserving/Dockerfile has no ARG TFSERVING_VERSION"
-    assert OFFICIAL_IMAGE == f"tensorflow/serving:{match.group(1)}"
+    assert f"tensorflow/serving:{match.group(1)}" == OFFICIAL_IMAGE
 
 
 def test_tensorflow_model_server_serves_the_export(
