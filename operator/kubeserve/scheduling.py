@@ -130,16 +130,19 @@ def schedulable(
     candidates: list[NodeSummary] = []
     fitting: list[NodeSummary] = []
     for node in summaries:
+        # Only GPU nodes set aside are worth reporting; CPU nodes would be noise.
+        report = bool(_accelerators(node))
         if node.unschedulable:
-            excluded["cordoned"] += 1
+            excluded["cordoned"] += report
             continue
         blocking = [t for t in node.taints if not pod.tolerates(t)]
         if blocking:
-            excluded["with a taint the pod does not tolerate"] += 1
-            untolerated.update(str(t) for t in blocking)
+            excluded["with a taint the pod does not tolerate"] += report
+            if report:
+                untolerated.update(str(t) for t in blocking)
             continue
         if not pod.placement_matches(node):
-            excluded["outside your nodeSelector/affinity"] += 1
+            excluded["outside your nodeSelector/affinity"] += report
             continue
         candidates.append(node)
         if pod.gpu_fits(node):
@@ -153,8 +156,9 @@ def schedulable(
             f"{len(fitting)} {noun} can run a replica: {_inventory(fitting, pod)}",
         )
     message = f"requested {pod.describe()}; {_offer(candidates, summaries, pod)}"
-    if excluded:
-        details = ", ".join(f"{n} {why}" for why, n in sorted(excluded.items()))
+    reported = sorted((why, n) for why, n in excluded.items() if n)
+    if reported:
+        details = ", ".join(f"{n} {why}" for why, n in reported)
         if untolerated:
             details += " (" + ", ".join(sorted(untolerated)[:3]) + ")"
         message += f"; not counted: {details}"

@@ -388,7 +388,14 @@ CASES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str, list[str]
     ),
     "everything-excluded": (
         {"gpu": {"product": [A100]}},
-        [a100("c", cordoned=True), a100("t", taints=[DEDICATED]), cpu_node("c1")],
+        [
+            a100("c", cordoned=True),
+            a100("t", taints=[DEDICATED]),
+            cpu_node("c1"),
+            # CPU nodes set aside are not worth a mention.
+            cpu_node("c2", cordoned=True),
+            cpu_node("c3", taints=[{"key": "infra", "effect": "NoSchedule"}]),
+        ],
         "False",
         "NoMatchingNodes",
         [
