@@ -146,3 +146,30 @@ def test_model_store_without_a_mar_is_a_clear_error(tmp_path: Path) -> None:
     last = error_lines(done.stderr)[-1]
     assert last.startswith("kubeserve serve: error: the storage initializer could not fetch")
     assert ".mar" in last and "found: README.txt" in last
+
+
+def test_a_mar_that_cannot_load_fails_fast_and_leaves_nothing_running(tmp_path: Path) -> None:
+    store = tmp_path / "broken-store"
+    store.mkdir()
+    (store / f"{NAME}.mar").write_bytes(b"not a zip archive")
+    md = write_md(tmp_path / "md.yaml", NAME, "torchserve", "broken-store")
+    # Without the fast path, TorchServe retries the dying worker until --ready-timeout.
+    done = run_cli("serve", "-f", str(md), "--ready-timeout", "100", tmp=tmp_path)
+    assert done.returncode == 1
+    assert error_lines(done.stderr)[-1] == (
+        f"kubeserve serve: error: TorchServe could not load {NAME}.mar: its worker died while "
+        "loading it (see the log lines above)"
+    )
+    assert "ACCESS_LOG" not in done.stderr  # our readiness polls are not the user's business
+    leftovers = [
+        pid for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+        if str(store) in _cmdline(pid)
+    ]
+    assert leftovers == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

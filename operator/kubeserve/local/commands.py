@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import LocalError
+from .serve.children import ChildFailed
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -35,11 +36,10 @@ def _guarded(name: str, command: Command) -> Command:
         try:
             return command(args)
         except LocalError as exc:
-            for line in getattr(exc, "log_tail", None) or []:
-                print(f"  | {line}", file=sys.stderr)
-            log_path = getattr(exc, "log_path", None)
-            if getattr(exc, "log_tail", None) and log_path is not None:
-                print(f"  (last lines of {log_path.name})", file=sys.stderr)
+            if isinstance(exc, ChildFailed) and exc.log_tail:
+                # What the server said last is usually the real cause; the error line stays last.
+                for line in exc.log_tail:
+                    print(f"  | {line}", file=sys.stderr)
             print(f"kubeserve {name}: error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

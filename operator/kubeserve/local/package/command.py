@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    # The ONNX check imports onnxruntime, whose telemetry phones home unless this is set first.
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     result = package(args)
     print(result.report())
     return 0

@@ -25,12 +25,19 @@ STRAGGLER_GRACE_S = 5.0
 
 class Child:
     def __init__(
-        self, name: str, command: Sequence[str], *, env: dict[str, str], log_path: Path | None
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: dict[str, str],
+        log_path: Path | None,
+        noise: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.command = list(command)
         self.env = env
-        self.log_path = log_path
+        self.log_path = log_path  # None: the child writes to our stdout and stderr
+        self.noise = tuple(noise)  # log lines containing these are left out of tail()
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -101,7 +108,9 @@ class Child:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 64 * 1024))
             text = handle.read().decode(errors="replace")
-        return [line for line in text.splitlines() if line.strip()][-lines:]
+        kept = [line for line in text.splitlines()
+                if line.strip() and not any(word in line for word in self.noise)]
+        return kept[-lines:]
 
     def last_line(self) -> str:
         tail = self.tail(1)
@@ -213,4 +222,3 @@ class ChildFailed(LocalError):
     def __init__(self, child: Child, message: str) -> None:
         super().__init__(message)
         self.log_tail = child.tail()
-        self.log_path = child.log_path

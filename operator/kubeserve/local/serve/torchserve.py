@@ -18,7 +18,7 @@ from ...api import ModelDeployment
 from ...runtimes.torchserve import config_properties
 from ..errors import LocalError
 from . import announce, binaries
-from .children import Child, serve_until_stopped, wait_until_ready
+from .children import Child, ChildFailed, serve_until_stopped, wait_until_ready
 from .net import free_port, get_json, is_free, url_host
 from .options import LocalOptions
 
@@ -26,6 +26,7 @@ from .options import LocalOptions
 GRPC_OFFSETS = (1000, 1001)
 PID_FILE = ".model_server.pid"  # where the torchserve wrapper records Java's PID, in $TMPDIR
 STOP_GRACE_S = 30.0
+LOAD_FAILED = "Load model failed"  # TorchServe's log line when a worker dies loading the model
 
 
 async def run(
@@ -79,13 +80,18 @@ async def run(
         "--model-store", str(model_dir), "--disable-token-auth", "--ncs",
     ]
     child = Child("torchserve", command, env=env,
-                  log_path=None if opts.verbose else work / "torchserve.log")
+                  log_path=None if opts.verbose else work / "torchserve.log",
+                  noise=("ACCESS_LOG",))  # our own readiness polls
     await child.start()
     try:
         async with aiohttp.ClientSession() as session:
             model_url = f"http://127.0.0.1:{management}/models/{md.model_name}"
 
             async def model_ready() -> bool:
+                if any(LOAD_FAILED in line for line in child.tail(200)):
+                    # TorchServe retries a dying worker forever; the first failure is enough.
+                    raise ChildFailed(child, f"TorchServe could not load {mar.name}: its worker "
+                                      "died while loading it (see the log lines above)")
                 return _has_ready_worker(await get_json(session, model_url))
 
             if not await wait_until_ready(child, model_ready, timeout_s=opts.ready_timeout_s,
