@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -108,15 +109,23 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+        # Labelled children resolved once: `.labels()` costs a lock and a dict lookup per call.
+        self._request_duration = self.request_duration.labels(model)
+        self._queue_duration = self.queue_duration.labels(model)
+        self._batch_size = self.batch_size.labels(model)
+        self._requests_by_code: dict[int, Any] = {}
+
     def observe_request(self, code: int, seconds: float) -> None:
-        self.requests.labels(self.model, str(code)).inc()
-        self.request_duration.labels(self.model).observe(seconds)
+        counter = self._requests_by_code.get(code)
+        if counter is None:
+            counter = self._requests_by_code[code] = self.requests.labels(self.model, str(code))
+        counter.inc()
+        self._request_duration.observe(seconds)
 
     def observe_batch(self, rows: int, queue_seconds: Sequence[float]) -> None:
-        self.batch_size.labels(self.model).observe(rows)
-        histogram = self.queue_duration.labels(self.model)
+        self._batch_size.observe(rows)
         for seconds in queue_seconds:
-            histogram.observe(seconds)
+            self._queue_duration.observe(seconds)
 
     def read_storage_report(self, model_dir: Path) -> None:
         """Export the storage initializer's download figures, if it left any."""
