@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubeserve.dataplane.onnx_server import ModelLoadError, OnnxServer, ServerOptions
 from kubeserve.dataplane.onnx_server import protocol as v2
-from kubeserve.dataplane.onnx_server.model import LoadedModel
+from kubeserve.dataplane.onnx_server.model import LoadedModel, select_providers
 
 pytestmark = pytest.mark.runtimes
 
@@ -707,3 +707,12 @@ def test_bytes_tensors_decode_from_json_and_binary_and_encode_back() -> None:
         "m", "1", None, [(v2.RequestedOutput("o", True), from_binary.inputs["t"])]
     )
     assert json_length is not None and body[json_length:] == packed
+
+
+def test_cuda_falls_back_to_cpu_with_a_clear_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+    assert select_providers("cuda", [cuda, cpu]) == [cuda, cpu]
+    assert select_providers("cpu", [cuda, cpu]) == [cpu]
+    assert not caplog.records
+    assert select_providers("cuda", [cpu]) == [cpu]
+    assert "FALLING BACK TO CPU" in caplog.text

@@ -26,9 +26,8 @@ async def _run(options: ServerOptions) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         await serve(options, stop=stop)
-    except ModelLoadError as exc:
-        log.error("%s", exc)
-        return 1
+    except ModelLoadError:
+        return 1  # already logged, with its reason, where the load failed
     except OSError as exc:  # the port is taken, the host is not ours, ...
         log.error("cannot serve on %s:%d: %s", options.host, options.port, exc)
         return 1
