@@ -14,16 +14,26 @@ from pathlib import Path
 
 from ...api import ModelDeployment, Runtime
 from ..errors import LocalError
-from . import model_source, onnx, spec, tfserving, torchserve
+from . import spec
 from .options import LocalOptions
 
 Runner = Callable[[ModelDeployment, Path, LocalOptions, asyncio.Event], Awaitable[None]]
-RUNNERS: dict[Runtime, Runner] = {
-    Runtime.ONNXRUNTIME: onnx.run,
-    Runtime.TORCHSERVE: torchserve.run,
-    Runtime.TFSERVING: tfserving.run,
-}
 DEFAULT_READY_TIMEOUT_S = 120.0
+
+
+def runner(runtime: Runtime) -> Runner:
+    # Imported here: the runtimes pull in aiohttp, which `kubeserve render` need not load.
+    if runtime == Runtime.ONNXRUNTIME:
+        from . import onnx
+
+        return onnx.run
+    if runtime == Runtime.TORCHSERVE:
+        from . import torchserve
+
+        return torchserve.run
+    from . import tfserving
+
+    return tfserving.run
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(md: ModelDeployment, base: Path, args: argparse.Namespace) -> int:
+    from . import model_source, tfserving
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -79,5 +91,5 @@ async def serve(md: ModelDeployment, base: Path, args: argparse.Namespace) -> in
             tfserving.check_installed(md, where, args.port)
         model_dir = await model_source.resolve(md, base, Path(tmp), stop)
         if not stop.is_set():
-            await RUNNERS[md.spec.runtime](md, model_dir, opts, stop)
+            await runner(md.spec.runtime)(md, model_dir, opts, stop)
     return 0
