@@ -27,6 +27,7 @@ from fixtures_local import (
     TINY_MODEL_FILE,
     error_lines,
     run_cli,
+    run_python,
 )
 
 from kubeserve.cli import main
@@ -244,3 +245,16 @@ def test_savedmodel_refuses_a_torch_model(tmp_path: Path) -> None:
     status, _, stderr = package("model.pt", "--format", "savedmodel", "-o", str(tmp_path))
     assert status == 1
     assert "--format savedmodel needs a Keras model" in stderr
+
+
+def test_the_cli_does_not_import_heavy_frameworks_until_a_command_runs(tmp_path: Path) -> None:
+    done = run_python(
+        "import json, sys\n"
+        "from kubeserve.cli import _parser\n"
+        "_parser().parse_args(['package', 'm:f', '--format', 'onnx', '-o', 'x'])\n"
+        "_parser().parse_args(['serve', '-f', 'md.yaml'])\n"
+        "heavy = ('torch', 'tensorflow', 'keras', 'onnxruntime', 'onnx', 'aiohttp')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n",
+        tmp=tmp_path,
+    )
+    assert done == []
