@@ -1,13 +1,23 @@
-"""Thin kopf handlers: adapt kopf's callbacks to ``reconcile`` and the status patch.
+"""kopf wiring: watches feed a work queue; the queue runs ``reconcile`` and writes status.
+
+kopf gives us watch streams, in-memory indexes, login and the health endpoint. We use its
+low-level event handlers only, so kopf adds no finalizer and no bookkeeping annotation to
+ModelDeployments: deleting one never waits for the operator, even an uninstalled one.
+Periodic drift repair is our own resync loop over the index, and retries go through the
+queue's per-object exponential backoff.
 
 The memo carries the API client and the operator config, so tests can inject both.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import random
 import tempfile
+from collections.abc import Hashable
 from typing import Any
 
 import kopf
@@ -15,31 +25,46 @@ import kopf
 from . import api, metrics
 from .config import OperatorConfig
 from .kube import ApiError, Credentials, KubeClient
-from .reconcile import ReconcileResult, reconcile, status_from_deployment
+from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
 from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL
-from .status import conditions_equal
+from .scheduling import NodeSummary, node_summary, schedulable
+from .status import conditions_equal, now_rfc3339
 
 logger = logging.getLogger(__name__)
 
 MD = (api.GROUP, api.VERSION, api.PLURAL)
-RESYNC_SECONDS = OperatorConfig.from_env().resync_seconds
-# kopf's handler retries: bounded exponential backoff, never a hot loop.
-RETRY_BACKOFF = 5.0
-MAX_RETRY_DELAY = 300.0
+Key = tuple[str, str]
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Keep kopf's bookkeeping out of status, under our own annotation prefix.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration"
-    )
-    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
+    memo.cache = ChildCache()
+    # kopf's live index views; the queue's workers read them outside any handler.
+    memo.model_deployments = kwargs["model_deployments_index"]
+    memo.nodes = kwargs["nodes_index"]
+
+    from .workqueue import WorkQueue
+
+    memo.queue = WorkQueue(lambda key: _work(key, memo))
+    memo.tasks = [
+        asyncio.create_task(memo.queue.run(), name="kubeserve-workqueue"),
+        asyncio.create_task(_resync(memo), name="kubeserve-resync"),
+    ]
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    for task in getattr(memo, "tasks", []):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    kube = getattr(memo, "kube", None)
+    if kube is not None:
+        await kube.close()
 
 
 @kopf.on.login()
@@ -57,96 +82,172 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-@kopf.on.cleanup()
-async def close_client(memo: kopf.Memo, **_: Any) -> None:
-    kube = getattr(memo, "kube", None)
-    if kube is not None:
-        await kube.close()
+# --- ModelDeployments -----------------------------------------------------------------
 
 
-@kopf.on.resume(*MD)
-@kopf.on.create(*MD)
-@kopf.on.update(*MD)
-@kopf.timer(*MD, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=0)
-async def reconcile_handler(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int = 0, **_: Any
+@kopf.index(*MD)
+def model_deployments_index(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Key, Any]:
+    return {(namespace or "", name): dict(body)}
+
+
+@kopf.on.event(*MD)
+async def model_deployment_event(
+    type: str, namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    result = await _reconcile(body, memo, retry)
-    _write_status(body, patch, result)
+    namespace = namespace or ""
+    key = (namespace, name)
+    if type == "DELETED":
+        memo.queue.forget(key)
+        memo.cache.forget(body.get("metadata", {}).get("uid", ""))
+        with contextlib.suppress(KeyError):
+            metrics.READY.remove(namespace, name)
+        return
+    status = body.get("status") or {}
+    seen = body.get("metadata", {}).get("uid", "") in memo.cache.swept
+    # Our own status writes come back as events: only new generations need work.
+    if not seen or status.get("observedGeneration") != body["metadata"].get("generation"):
+        memo.queue.add(key)
 
 
-async def _reconcile(body: kopf.Body, memo: kopf.Memo, retry: int) -> ReconcileResult:
+async def _work(key: Hashable, memo: kopf.Memo) -> None:
+    index: kopf.Index[Hashable, Any] = memo.model_deployments
+    if key not in index:
+        return
+    body = next(iter(index[key]))
+    kube: KubeClient = memo.kube
     try:
         with metrics.RECONCILE_SECONDS.time():
-            result = await reconcile(body, memo.kube, memo.config)
+            result = await reconcile(body, kube, memo.config, nodes=_nodes(memo), cache=memo.cache)
     except ApiError as exc:
         metrics.RECONCILES.labels("error").inc()
         metrics.RECONCILE_ERRORS.labels(f"http_{exc.status}" if exc.status else "connection").inc()
-        if exc.transient:
-            delay = min(RETRY_BACKOFF * 2**retry, MAX_RETRY_DELAY)
-            raise kopf.TemporaryError(f"API unavailable, retrying: {exc}", delay=delay) from exc
         raise
     metrics.RECONCILES.labels("ok").inc()
-    for _kind, reason, _message in result.events:
-        if _kind == "Warning":
-            metrics.RECONCILE_ERRORS.labels(reason).inc()
-    return result
+    await _write_status(kube, body, result)
 
 
-def _write_status(body: kopf.Body, patch: kopf.Patch, result: ReconcileResult) -> None:
+def _nodes(memo: kopf.Memo) -> list[NodeSummary]:
+    """Known Nodes; empty when none were seen (or the watch is forbidden): Unknown."""
+    index: kopf.Index[str, NodeSummary] = memo.nodes
+    return [summary for name in index for summary in index[name]]
+
+
+async def _write_status(kube: KubeClient, body: dict[str, Any], result: ReconcileResult) -> None:
+    meta = body["metadata"]
     old = dict(body.get("status") or {})
-    ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
-    metrics.READY.labels(body["metadata"].get("namespace", ""), body["metadata"]["name"]).set(
-        1 if ready["status"] == "True" else 0
+    new = result.status
+    ready = next(c for c in new["conditions"] if c["type"] == "Ready")
+    metrics.READY.labels(meta["namespace"], meta["name"]).set(ready["status"] == "True")
+    if not _status_changed(old, new):
+        return
+    await kube.patch_status(api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"], new)
+    if conditions_equal(old.get("conditions", []), new["conditions"]):
+        return
+    now = now_rfc3339()
+    for kind, reason, message in result.events:
+        if kind == "Warning":
+            metrics.RECONCILE_ERRORS.labels(reason).inc()
+        await kube.post_event(body, type=kind, reason=reason, message=message, now=now)
+    await kube.post_event(
+        body,
+        type="Normal" if ready["status"] == "True" else "Warning",
+        reason=f"Ready{ready['status']}",
+        message=f"{ready['reason']}: {ready['message']}",
+        now=now,
     )
-    if (
-        not _status_changed(old, result.status)
-        and old.get("observedGeneration") == result.status["observedGeneration"]
-    ):
-        return
-    for key, value in result.status.items():
-        patch.status[key] = value
-    if not conditions_equal(old.get("conditions", []), result.status.get("conditions", [])):
-        for kind, reason, message in result.events:
-            kopf.event(body, type=kind, reason=reason, message=message)
-        kopf.event(
-            body,
-            type="Normal" if ready["status"] == "True" else "Warning",
-            reason=f"Ready{ready['status']}",
-            message=f"{ready['reason']}: {ready['message']}",
-        )
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY})
-async def child_deployment_changed(
-    body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    """Readiness lives on the Deployment: re-reconcile its owner when it changes."""
-    owner = next(
-        (
-            ref
-            for ref in body.get("metadata", {}).get("ownerReferences", [])
-            if ref.get("kind") == api.KIND and ref.get("apiVersion") == api.API_VERSION
-        ),
-        None,
-    )
-    if owner is None or type is None:
-        return
-    kube: KubeClient = memo.kube
-    namespace = body["metadata"]["namespace"]
-    md = await kube.get(api.API_VERSION, api.PLURAL, namespace, owner["name"])
-    if md is None or md["metadata"].get("uid") != owner.get("uid"):
-        return
-    status = status_from_deployment(md, body, memo.config)
-    if status is None or not _status_changed(md.get("status") or {}, status):
-        return
-    await kube.patch_status(api.API_VERSION, api.PLURAL, namespace, owner["name"], status)
 
 
 def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     if not conditions_equal(old.get("conditions", []), new.get("conditions", [])):
         return True
-    return any(old.get(key) != new.get(key) for key in ("replicas", "readyReplicas", "url"))
+    keys = ("observedGeneration", "replicas", "readyReplicas", "url", "autoscaler")
+    return any(old.get(key) != new.get(key) for key in keys)
+
+
+async def _resync(memo: kopf.Memo) -> None:
+    """Every resync period, queue every ModelDeployment: repairs drift and hand deletions."""
+    period = memo.config.resync_seconds
+    while True:
+        await asyncio.sleep(period)
+        index: kopf.Index[Key, Any] = memo.model_deployments
+        for key in list(index):
+            # Spread the work over the period instead of a thundering herd.
+            memo.queue.add(key, delay=random.uniform(0, period / 2))
+
+
+# --- children --------------------------------------------------------------------------
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY})
+async def child_deployment_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """Readiness lives on the Deployment: refresh the owner's status when it changes."""
+    owner = _owner(body)
+    if owner is None:
+        return
+    key = (body["metadata"]["namespace"], owner["name"])
+    index: kopf.Index[Key, Any] = memo.model_deployments
+    if key not in index:
+        return
+    md = next(iter(index[key]))
+    if md["metadata"].get("uid") != owner.get("uid"):
+        return
+    if type == "DELETED":
+        memo.cache.owned.discard(("Deployment", key[0], body["metadata"]["name"]))
+        memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync
+        return
+    status = status_from_deployment(md, body, memo.config, now=now_rfc3339())
+    if status is not None and _status_changed(md.get("status") or {}, status):
+        await memo.kube.patch_status(api.API_VERSION, api.PLURAL, key[0], key[1], status)
+
+
+def _owner(body: kopf.Body) -> dict[str, Any] | None:
+    for ref in body.get("metadata", {}).get("ownerReferences", []):
+        if ref.get("kind") == api.KIND and ref.get("apiVersion") == api.API_VERSION:
+            return dict(ref)
+    return None
+
+
+# --- Nodes (read-only, for the Schedulable condition) -----------------------------------
+
+
+@kopf.index("v1", "nodes")
+def nodes_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeSummary]:
+    return {name: node_summary(body)}
+
+
+@kopf.on.event("v1", "nodes")
+async def node_event(memo: kopf.Memo, **_: Any) -> None:
+    """Re-evaluate GPU ModelDeployments whose Schedulable verdict would change."""
+    summaries = _nodes(memo)
+    index: kopf.Index[Key, Any] = memo.model_deployments
+    for key in list(index):
+        md = next(iter(index[key]))
+        if not (md.get("spec") or {}).get("gpu"):
+            continue
+        current = next(
+            (
+                c
+                for c in (md.get("status") or {}).get("conditions", [])
+                if c["type"] == "Schedulable"
+            ),
+            None,
+        )
+        try:
+            verdict = schedulable(api.ModelDeployment.parse(md), summaries, memo.config)
+        except api.InvalidSpec:
+            continue
+        if current is None or (current["status"], current["reason"]) != (
+            verdict.status,
+            verdict.reason,
+        ):
+            memo.queue.add(key)
+
+
+# --- credentials ------------------------------------------------------------------------
 
 
 def _credentials(info: kopf.ConnectionInfo) -> Credentials:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import ssl
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,40 @@ class KubeClient:
     ) -> dict[str, Any]:
         path = resource_path(api_version, plural, namespace, name) + "/status"
         return await self._request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
+
+    async def post_event(
+        self, involved: dict[str, Any], *, type: str, reason: str, message: str, now: str
+    ) -> None:
+        """A core/v1 Event about ``involved``; losing one is logged, never fatal."""
+        meta = involved["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "kubeserve"},
+            "reportingComponent": "kubeserve.io/operator",
+            "reportingInstance": "kubeserve",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._request("POST", resource_path("v1", "events", meta["namespace"]), body=body)
+        except ApiError as exc:
+            logger.warning("could not post event %s for %s: %s", reason, meta["name"], exc)
 
     async def api_available(self, api_version: str) -> bool:
         """Whether the API group/version is served (e.g. KEDA's CRDs are installed)."""

@@ -12,13 +12,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import API_VERSION, InvalidSpec, ModelDeployment
+from .api import InvalidSpec, ModelDeployment
 from .config import OperatorConfig
 from .kube import ApiError, KubeClient
 from .render import render
+from .resources.autoscaling import (
+    KEDA_NOT_INSTALLED,
+    AutoscalerState,
+    autoscaler_status,
+    expected_autoscaler,
+    keda_hpa_name,
+)
 from .resources.kinds import CHILD_KINDS, ChildKind, kind_of
 from .resources.names import child_name
 from .resources.service import url
+from .scheduling import Verdict as SchedVerdict
+from .scheduling import schedulable
 from .status import (
     FALSE,
     TRUE,
@@ -28,6 +37,7 @@ from .status import (
     invalid_spec_verdicts,
     now_rfc3339,
     ready_verdict,
+    replica_counts,
     status_for,
     valid_spec_verdict,
 )
@@ -42,6 +52,22 @@ class ReconcileResult:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
+@dataclass
+class ChildCache:
+    """What this process knows about children, to skip GETs on every resync.
+
+    ``owned`` holds children we applied ourselves, so they need no ownership check;
+    ``swept`` holds ModelDeployments whose every possible child was looked up once since
+    start (a previous process may have died after creating one we no longer want).
+    """
+
+    owned: set[tuple[str, str, str]] = field(default_factory=set)
+    swept: set[str] = field(default_factory=set)
+
+    def forget(self, md_uid: str) -> None:
+        self.swept.discard(md_uid)
+
+
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences", [])
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
@@ -52,10 +78,13 @@ async def reconcile(
     kube: KubeClient,
     cfg: OperatorConfig,
     *,
-    nodes: Iterable[Mapping[str, Any]] | None = None,
+    nodes: Iterable[Any] | None = None,
+    cache: ChildCache | None = None,
     now: str | None = None,
 ) -> ReconcileResult:
+    """``nodes``: Node summaries for the Schedulable condition (None: cannot list Nodes)."""
     now = now or now_rfc3339()
+    cache = cache if cache is not None else ChildCache()
     meta = body.get("metadata", {})
     previous = body.get("status") or {}
     generation = meta.get("generation")
@@ -74,11 +103,24 @@ async def reconcile(
         return ReconcileResult(status, [("Warning", "InvalidSpec", str(exc))])
 
     uid = md.metadata.uid or ""
-    existing = await _fetch_children(kube, md)
+    wanted = {kind_of(obj).kind for obj in desired}
+    existing = await _fetch_children(kube, md, wanted, cache)
     blockers: list[Verdict] = []
     events: list[tuple[str, str, str]] = []
-    applied: dict[str, dict[str, Any]] = {}
 
+    # Prune first: KEDA refuses a ScaledObject for a Deployment an old HPA still scales.
+    for kind in CHILD_KINDS:
+        stale = existing.get(kind.kind)
+        if kind.kind in wanted or stale is None or not owned_by(stale, uid):
+            continue
+        name = stale["metadata"]["name"]
+        await kube.delete(
+            kind.api_version, kind.plural, md.namespace, name, uid=stale["metadata"]["uid"]
+        )
+        cache.owned.discard((kind.kind, md.namespace, name))
+        events.append(("Normal", "Pruned", f"deleted {kind.kind} {name}"))
+
+    applied: dict[str, dict[str, Any]] = {}
     autoscaler_verdict: Verdict | None = None
     for obj in desired:
         kind = kind_of(obj)
@@ -94,35 +136,22 @@ async def reconcile(
             applied[kind.kind] = await kube.apply(obj, kind.plural, field_manager=cfg.field_manager)
         except ApiError as exc:
             verdict = await _apply_failure(kube, kind, exc)
-            if kind.optional and verdict.reason == "KEDANotInstalled":
-                autoscaler_verdict = Verdict(
-                    "AutoscalerReady", FALSE, verdict.reason, verdict.message
-                )
-                blockers.append(autoscaler_verdict)
-                continue
             if verdict.status == UNKNOWN:
                 raise
+            if kind.optional and verdict.reason == KEDA_NOT_INSTALLED.reason:
+                autoscaler_verdict = _condition("AutoscalerReady", KEDA_NOT_INSTALLED)
             blockers.append(verdict)
-
-    wanted = {kind_of(obj).kind for obj in desired}
-    for kind in CHILD_KINDS:
-        stale = existing.get(kind.kind)
-        if kind.kind in wanted or stale is None or not owned_by(stale, uid):
             continue
-        await kube.delete(
-            kind.api_version,
-            kind.plural,
-            md.namespace,
-            stale["metadata"]["name"],
-            uid=stale["metadata"]["uid"],
-        )
-        events.append(("Normal", "Pruned", f"deleted {kind.kind} {stale['metadata']['name']}"))
+        cache.owned.add((kind.kind, md.namespace, obj["metadata"]["name"]))
 
     deployment = applied.get("Deployment", existing.get("Deployment"))
     verdicts = [valid_spec_verdict(), *deployment_verdicts(deployment)]
-    if autoscaler_verdict is None:
-        autoscaler_verdict = _autoscaler_verdict(md, applied)
-    verdicts.append(autoscaler_verdict)
+    autoscaler = await _autoscaler_state(kube, md, applied)
+    verdicts.append(autoscaler_verdict or _condition("AutoscalerReady", autoscaler.condition))
+    placement = _condition("Schedulable", schedulable(md, nodes, cfg))
+    verdicts.append(placement)
+    if placement.status == FALSE and replica_counts(deployment)[2] == 0:
+        blockers.append(Verdict("Ready", FALSE, placement.reason, placement.message))
     verdicts.append(ready_verdict(deployment, blockers))
     status = status_for(
         previous,
@@ -131,9 +160,38 @@ async def reconcile(
         now=now,
         deployment=deployment,
         url=url(md, cfg),
+        autoscaler=_autoscaler_summary(autoscaler),
     )
     events.extend(("Warning", b.reason, b.message) for b in blockers)
     return ReconcileResult(status, events)
+
+
+def _condition(kind: str, verdict: Any) -> Verdict:
+    """A Schedulable/AutoscalerReady verdict (status, reason, message) as a condition."""
+    return Verdict(kind, verdict.status, verdict.reason, verdict.message)
+
+
+async def _autoscaler_state(
+    kube: KubeClient, md: ModelDeployment, applied: Mapping[str, Mapping[str, Any]]
+) -> AutoscalerState:
+    if md.spec.autoscaling is None:
+        return AutoscalerState(
+            None, None, SchedVerdict(TRUE, "NotRequested", "replicas are set by spec.replicas")
+        )
+    ref = expected_autoscaler(md)
+    obj = applied.get(ref.kind) if ref else None
+    hpa = None
+    if obj is not None and obj.get("kind") == "ScaledObject":
+        hpa = await kube.get(
+            "autoscaling/v2", "horizontalpodautoscalers", md.namespace, keda_hpa_name(obj)
+        )
+    return autoscaler_status(obj, hpa=hpa)
+
+
+def _autoscaler_summary(state: AutoscalerState) -> dict[str, Any] | None:
+    if state.current is None and state.desired is None:
+        return None
+    return {"currentReplicas": state.current, "desiredReplicas": state.desired}
 
 
 # Ready reasons that come from reconcile itself, not from the Deployment: a Deployment
@@ -177,15 +235,36 @@ def status_from_deployment(
     )
 
 
-async def _fetch_children(kube: KubeClient, md: ModelDeployment) -> dict[str, dict[str, Any]]:
-    """Every child we could own, fetched concurrently by its deterministic name."""
+async def _fetch_children(
+    kube: KubeClient, md: ModelDeployment, wanted: set[str], cache: ChildCache
+) -> dict[str, dict[str, Any]]:
+    """The children that need a look, fetched concurrently by their deterministic name.
+
+    First sight of a ModelDeployment: every kind. Later: desired kinds we have not applied
+    ourselves (an object of that name may belong to someone else) and kinds we applied but
+    no longer want (to prune them).
+    """
     name = child_name(md.name)
+    uid = md.metadata.uid or ""
 
-    async def fetch(kind: ChildKind) -> dict[str, Any] | None:
-        return await kube.get(kind.api_version, kind.plural, md.namespace, name)
+    def known(kind: ChildKind) -> bool:
+        return (kind.kind, md.namespace, name) in cache.owned
 
-    found = await asyncio.gather(*(fetch(kind) for kind in CHILD_KINDS))
-    return {kind.kind: obj for kind, obj in zip(CHILD_KINDS, found, strict=True) if obj}
+    if uid in cache.swept:
+        kinds = [k for k in CHILD_KINDS if (k.kind in wanted) != known(k)]
+    else:
+        kinds = list(CHILD_KINDS)
+    found = await asyncio.gather(
+        *(kube.get(k.api_version, k.plural, md.namespace, name) for k in kinds)
+    )
+    cache.swept.add(uid)
+    existing = {k.kind: obj for k, obj in zip(kinds, found, strict=True) if obj}
+    for kind in kinds:
+        if kind.kind in existing and owned_by(existing[kind.kind], uid):
+            cache.owned.add((kind.kind, md.namespace, name))
+        else:
+            cache.owned.discard((kind.kind, md.namespace, name))
+    return existing
 
 
 async def _apply_failure(kube: KubeClient, kind: ChildKind, exc: ApiError) -> Verdict:
@@ -193,13 +272,7 @@ async def _apply_failure(kube: KubeClient, kind: ChildKind, exc: ApiError) -> Ve
     if exc.transient:
         return Verdict("Ready", UNKNOWN, "ApiUnavailable", exc.message)
     if exc.status == 404 and kind.optional and not await kube.api_available(kind.api_version):
-        return Verdict(
-            "Ready",
-            FALSE,
-            "KEDANotInstalled",
-            f"engine keda needs the {kind.api_version} API (KEDA's CRDs); install KEDA or "
-            "use engine hpa",
-        )
+        return _condition("Ready", KEDA_NOT_INSTALLED)
     if exc.status == 403:
         return Verdict(
             "Ready",
@@ -210,21 +283,4 @@ async def _apply_failure(kube: KubeClient, kind: ChildKind, exc: ApiError) -> Ve
     return Verdict("Ready", FALSE, "ApplyRejected", f"{kind.kind}: {exc.message}")
 
 
-def _autoscaler_verdict(md: ModelDeployment, applied: Mapping[str, Mapping[str, Any]]) -> Verdict:
-    if md.spec.autoscaling is None:
-        return Verdict("AutoscalerReady", TRUE, "NotRequested", "replicas are set by spec.replicas")
-    obj = applied.get("HorizontalPodAutoscaler") or applied.get("ScaledObject")
-    if obj is None:
-        return Verdict("AutoscalerReady", UNKNOWN, "NotApplied", "the autoscaler was not applied")
-    for condition in obj.get("status", {}).get("conditions", []):
-        if condition.get("type") in {"AbleToScale", "Ready"} and condition.get("status") == FALSE:
-            return Verdict(
-                "AutoscalerReady",
-                FALSE,
-                condition.get("reason", "NotReady"),
-                condition.get("message", ""),
-            )
-    return Verdict("AutoscalerReady", TRUE, "Applied", f"{obj['kind']} {obj['metadata']['name']}")
-
-
-__all__ = ["API_VERSION", "ReconcileResult", "owned_by", "reconcile", "status_from_deployment"]
+__all__ = ["ChildCache", "ReconcileResult", "owned_by", "reconcile", "status_from_deployment"]

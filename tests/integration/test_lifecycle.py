@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kmock_harness import NAMESPACE, Api, children, eventually, model_deployment, running_operator
+from kmock_harness import (
+    MD_RESOURCE,
+    NAMESPACE,
+    Api,
+    children,
+    eventually,
+    model_deployment,
+    running_operator,
+)
 
 from kubeserve import api
 
@@ -29,6 +37,10 @@ async def test_create_applies_children_with_owner_and_field_manager(
         found = await eventually(lambda: len(children(kmock)) >= 3 and children(kmock))
 
     assert set(found) == {"Deployment", "Service", "PodDisruptionBudget"}
+    md_meta = kmock.objects[(kmock.resource(MD_RESOURCE), NAMESPACE, "mnist")].raw["metadata"]
+    # No finalizer: deleting a ModelDeployment never waits for the operator.
+    assert not md_meta.get("finalizers")
+    assert not any(k.startswith("kubeserve.io/") for k in md_meta.get("annotations", {}))
     for obj in found.values():
         refs = obj["metadata"]["ownerReferences"]
         assert refs == [

@@ -59,7 +59,14 @@ VALID = {
             "minReplicas": 0,
             "maxReplicas": 2,
             "engine": "keda",
-            "metrics": [{"type": "requestsPerSecond", "target": 5}],
+            "metrics": [
+                {
+                    "type": "requestsPerSecond",
+                    "target": 5,
+                    # Measured outside the pods, so it can wake a model scaled to zero.
+                    "query": 'sum(rate(nginx_ingress_controller_requests{service="mnist"}[2m]))',
+                }
+            ],
         }
     ),
     "recreate": md(rollout={"strategy": "Recreate"}),
