@@ -553,6 +553,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
                         f"p50 {r.percentile(50):.2f} ms, server CPU {r.server_cpu_ms:.2f} ms/req",
                         flush=True,
                     )
+        print(f"our server, all rounds: {batch_summary(ours_url)}")
 
     rows = [median_result(v) for v in results.values()]
     report(rows)
@@ -606,6 +607,23 @@ def stacks(args: argparse.Namespace, workdir: Path) -> None:
                         flush=True,
                     )
     report([median_result(v) for v in results.values()])
+
+
+def batch_summary(infer_url: str) -> str:
+    """Session calls and mean rows per call, from our server's /metrics."""
+    import urllib.request
+
+    metrics_url = infer_url.split("/v2/")[0] + "/metrics"
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kubeserve_inference_batch_size_")
+    }
+    calls = values["kubeserve_inference_batch_size_count"]
+    rows = values["kubeserve_inference_batch_size_sum"]
+    return f"{calls:.0f} session calls for {rows:.0f} requests, {rows / calls:.2f} rows per call"
 
 
 def _timed_run(session: Any, x: np.ndarray) -> float:
