@@ -730,3 +730,15 @@ def test_layout_unknown_runtime(tmp_path: Path) -> None:
 def test_uri_refuses_dot_segments() -> None:
     with pytest.raises(UsageError):
         uri.parse("s3://bucket/a/../b")
+
+
+def test_gcs_service_account_json_must_be_json_and_is_never_echoed(tmp_path: Path) -> None:
+    # No GCS emulator is available here: this checks the credential handling in front of gcsfs.
+    creds = tmp_path / "secret"
+    creds.mkdir()
+    (creds / "service-account.json").write_text("not-json PRIVATE-KEY-MATERIAL")
+    proc = run_cli("gs://models/m.onnx", tmp_path / "m", env=base_env(tmp_path, creds))
+    assert proc.returncode == 2
+    assert "not valid JSON" in error_line(proc)
+    assert "GOOGLE_APPLICATION_CREDENTIALS_JSON (file)" in proc.stderr
+    assert_no_secret(proc, "PRIVATE-KEY-MATERIAL")
