@@ -184,8 +184,7 @@ class ModelSource(_Model):
             return value
         if not re.match(MODEL_URI_PATTERN, value):
             raise ValueError(
-                "must be s3://bucket/path, gs://bucket/path, https://host/path or "
-                "pvc://claim/path"
+                "must be s3://bucket/path, gs://bucket/path, https://host/path or pvc://claim/path"
             )
         return value
 
@@ -235,9 +234,7 @@ class Toleration(_Model):
         default=None,
         pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$",
     )
-    toleration_seconds: int | None = _desc(
-        "How long a NoExecute taint is tolerated.", default=None
-    )
+    toleration_seconds: int | None = _desc("How long a NoExecute taint is tolerated.", default=None)
 
 
 class ResourceRequirements(_Model):
@@ -377,7 +374,6 @@ class Metric(_Model):
         min_length=1,
         max_length=4096,
     )
-
 
 
 class Behavior(_Model):
@@ -534,7 +530,9 @@ class SessionOptions(_Model):
     intra_op_threads: int = _desc(
         "ONNX Runtime intra-op threads (0: one per core).", default=0, ge=0, le=256
     )
-    inter_op_threads: int = _desc("ONNX Runtime inter-op threads (0: default).", default=0, ge=0, le=256)
+    inter_op_threads: int = _desc(
+        "ONNX Runtime inter-op threads (0: default).", default=0, ge=0, le=256
+    )
     graph_optimization_level: GraphOptimizationLevel = _desc(
         "ONNX Runtime graph optimisation level.", default=GraphOptimizationLevel.ALL
     )
@@ -558,9 +556,7 @@ class NetworkPolicy(_Model):
 class ModelDeploymentSpec(_Model):
     runtime: Runtime = _desc("The serving runtime: tfserving, torchserve or onnxruntime.")
     model: ModelSource = _desc("The model to serve and where to fetch it from.")
-    replicas: int = _desc(
-        "Pod count. Ignored when autoscaling is set.", default=1, ge=0, le=1000
-    )
+    replicas: int = _desc("Pod count. Ignored when autoscaling is set.", default=1, ge=0, le=1000)
     resources: ResourceRequirements | None = _desc(
         "CPU and memory for the server container.", default=None
     )
@@ -648,7 +644,9 @@ class ModelDeploymentStatus(_Model):
     )
     replicas: int | None = _desc("Pods of the current Deployment.", default=None)
     ready_replicas: int | None = _desc("Pods ready to serve.", default=None)
-    url: str | None = _desc("Where to send requests (the Service, inside the cluster).", default=None)
+    url: str | None = _desc(
+        "Where to send requests (the Service, inside the cluster).", default=None
+    )
     autoscaler: AutoscalerStatus | None = _desc("The autoscaler's view.", default=None)
 
 

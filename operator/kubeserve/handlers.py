@@ -150,13 +150,17 @@ async def _write_status(kube: KubeClient, body: dict[str, Any], result: Reconcil
         if kind == "Warning":
             metrics.RECONCILE_ERRORS.labels(reason).inc()
         await kube.post_event(body, type=kind, reason=reason, message=message, now=now)
-    await kube.post_event(
-        body,
-        type="Normal" if ready["status"] == "True" else "Warning",
-        reason=f"Ready{ready['status']}",
-        message=f"{ready['reason']}: {ready['message']}",
-        now=now,
-    )
+    old_ready = next((c for c in old.get("conditions", []) if c["type"] == "Ready"), None)
+    # A new ModelDeployment that is not ready yet is no news; a change of Ready is.
+    was = old_ready["status"] if old_ready else "False"
+    if was != ready["status"]:
+        await kube.post_event(
+            body,
+            type="Normal" if ready["status"] == "True" else "Warning",
+            reason=f"Ready{ready['status']}",
+            message=f"{ready['reason']}: {ready['message']}",
+            now=now,
+        )
 
 
 def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -104,7 +104,9 @@ async def reconcile(
 
     uid = md.metadata.uid or ""
     wanted = {kind_of(obj).kind for obj in desired}
-    existing = await _fetch_children(kube, md, wanted, cache)
+    existing = await _fetch_children(
+        kube, md, wanted, cache, first_time=previous.get("observedGeneration") is None
+    )
     blockers: list[Verdict] = []
     events: list[tuple[str, str, str]] = []
 
@@ -236,7 +238,12 @@ def status_from_deployment(
 
 
 async def _fetch_children(
-    kube: KubeClient, md: ModelDeployment, wanted: set[str], cache: ChildCache
+    kube: KubeClient,
+    md: ModelDeployment,
+    wanted: set[str],
+    cache: ChildCache,
+    *,
+    first_time: bool,
 ) -> dict[str, dict[str, Any]]:
     """The children that need a look, fetched concurrently by their deterministic name.
 
@@ -252,6 +259,9 @@ async def _fetch_children(
 
     if uid in cache.swept:
         kinds = [k for k in CHILD_KINDS if (k.kind in wanted) != known(k)]
+    elif first_time:
+        # Never reconciled: nothing of ours can be stale yet; only collisions matter.
+        kinds = [k for k in CHILD_KINDS if k.kind in wanted]
     else:
         kinds = list(CHILD_KINDS)
     found = await asyncio.gather(
