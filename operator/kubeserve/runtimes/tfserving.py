@@ -62,9 +62,8 @@ class TFServing:
         }
 
     def config_files(self, md: ModelDeployment, ctx: BuildContext) -> Mapping[str, str]:
-        files = {
-            MONITORING_FILE: f'prometheus_config {{\n  enable: true,\n  path: "{METRICS_PATH}"\n}}\n'
-        }
+        monitoring = f'prometheus_config {{\n  enable: true,\n  path: "{METRICS_PATH}"\n}}\n'
+        files = {MONITORING_FILE: monitoring}
         if md.spec.batching:
             b = md.spec.batching
             files[BATCHING_FILE] = (
