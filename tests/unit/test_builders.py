@@ -64,7 +64,7 @@ RUNTIME_TABLE = [
         ],
         {"http": 8501, "grpc": 8500},
         {"http": 8080, "grpc": 9000},
-        "/v1/models/mnist",
+        "/v1/models/mnist/metadata",
     ),
     (
         "torchserve",

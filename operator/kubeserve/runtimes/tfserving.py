@@ -54,9 +54,10 @@ class TFServing:
             "args": args,
             "ports": container_ports(self.ports),
             "startupProbe": startup_probe(tcp_probe("grpc", period=5, failures=1)),
-            # 200 only once the model is known to the server.
+            # Model metadata answers 200 only once the servable is loaded; /v1/models/NAME
+            # already says 200 while it is still LOADING.
             "readinessProbe": http_probe(
-                f"/v1/models/{md.model_name}", "http", period=5, failures=3
+                f"/v1/models/{md.model_name}/metadata", "http", period=5, failures=3
             ),
             "livenessProbe": tcp_probe("grpc", period=10, failures=3),
         }
