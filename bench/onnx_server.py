@@ -555,21 +555,41 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
                     )
         print(f"our server, all rounds: {batch_summary(ours_url)}")
 
-    rows = [median_result(v) for v in results.values()]
-    report(rows)
-    print()
-    by = {(r.name, r.concurrency): r for r in rows}
+    report([median_result(v) for v in results.values()])
+    print(
+        "\nRatios are taken within each round (raw, ours and kserve run back to back, so under "
+        "the same outside load), then the median over rounds, [min-max] in brackets."
+    )
     for c in args.concurrency:
-        ours, raw = by[("ours", c)], by[("raw", c)]
-        line = f"c={c}: ours/raw throughput {ours.throughput / raw.throughput:.2f}"
-        if ("kserve", c) in by:
-            line += f", ours/kserve {ours.throughput / by[('kserve', c)].throughput:.2f}"
-        line += f"; p50 added over raw {ours.percentile(50) - raw.percentile(50):+.2f} ms"
-        line += (
-            f"; CPU per request: raw {raw.server_cpu_ms:.2f} ms, ours server "
-            f"{ours.server_cpu_ms:.2f} ms + client {ours.client_cpu_ms:.2f} ms"
-        )
-        print(line)
+        raw, ours = results[("raw", c)], results[("ours", c)]
+        kserve = results.get(("kserve", c), [])
+        parts = [
+            "ours/raw throughput "
+            + spread([o.throughput / r.throughput for o, r in zip(ours, raw, strict=True)]),
+        ]
+        if kserve:
+            ratios = [o.throughput / k.throughput for o, k in zip(ours, kserve, strict=True)]
+            parts.append("ours/kserve throughput " + spread(ratios))
+        added = [o.percentile(50) - r.percentile(50) for o, r in zip(ours, raw, strict=True)]
+        parts.append("p50 added over raw " + spread(added, " ms", "+.2f"))
+        # On a CPU-bound shared machine CPU per request is the steadier capacity measure.
+        capacity = [
+            r.server_cpu_s / r.requests / ((o.server_cpu_s + o.client_cpu_s) / o.requests)
+            for o, r in zip(ours, raw, strict=True)
+        ]
+        parts.append("CPU capacity ours(server+client)/raw " + spread(capacity))
+        if kserve:
+            parts.append(
+                "server CPU per request kserve/ours "
+                + spread(
+                    [k.server_cpu_ms / o.server_cpu_ms for o, k in zip(ours, kserve, strict=True)]
+                )
+            )
+        print(f"c={c}: " + "; ".join(parts))
+
+
+def spread(values: list[float], unit: str = "", fmt: str = ".2f") -> str:
+    return f"{statistics.median(values):{fmt}}{unit} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 
 def stacks(args: argparse.Namespace, workdir: Path) -> None:
