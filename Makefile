@@ -6,7 +6,7 @@ EXTRAS := onnx,storage,package,tensorflow,torchserve,test,lint,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test unit lint demo images e2e crd bench clean
+.PHONY: setup test unit lint demo images e2e crd bench clean docs
 
 setup: $(STAMP)
 
@@ -47,3 +47,6 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache .mypy_cache .ruff_cache
+
+docs: setup
+	$(BIN)/python -m kubeserve.apidoc docs/api.md
