@@ -208,7 +208,8 @@ async def run_plain_client(count: int) -> dict[str, float]:
                 async with limit:
                     for child in render(ModelDeployment.parse(body), cfg):
                         kind = kind_of(child)
-                        url = f"{base}{collection(kind.api_version, kind.plural)}/{child['metadata']['name']}"
+                        name = child["metadata"]["name"]
+                        url = f"{base}{collection(kind.api_version, kind.plural)}/{name}"
                         async with session.patch(
                             url,
                             json=child,
@@ -216,7 +217,10 @@ async def run_plain_client(count: int) -> dict[str, float]:
                             headers={"Content-Type": "application/apply-patch+yaml"},
                         ) as r:
                             assert r.status < 400, await r.text()
-                    url = f"{base}{collection(api.API_VERSION, api.PLURAL)}/{body['metadata']['name']}/status"
+                    md_path = (
+                        f"{collection(api.API_VERSION, api.PLURAL)}/{body['metadata']['name']}"
+                    )
+                    url = f"{base}{md_path}/status"
                     async with session.patch(
                         url,
                         json={"status": {"observedGeneration": 1}},
