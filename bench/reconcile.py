@@ -243,9 +243,8 @@ async def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     args = parser.parse_args()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(
-        f"{'N':>6} {'operator s':>11} {'plain s':>9} {'ratio':>7} {'peak RSS MB':>12} {'idle CPU %':>11}"
-    )
+    columns = ("N", "operator s", "plain s", "ratio", "peak RSS MB", "idle CPU %")
+    print(" ".join(f"{c:>{w}}" for c, w in zip(columns, (6, 11, 9, 7, 12, 11), strict=True)))
     for count in args.counts:
         plain = await run_plain_client(count)
         RSS_PEAK[0] = 0
