@@ -199,6 +199,8 @@ async def child_deployment_event(
     md = next(iter(index[key]))
     if md["metadata"].get("uid") != owner.get("uid"):
         return
+    if (md.get("status") or {}).get("observedGeneration") is None:
+        return  # not reconciled yet: the queued reconcile writes the first status
     if type == "DELETED":
         memo.cache.owned.discard(("Deployment", key[0], body["metadata"]["name"]))
         memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync
