@@ -40,6 +40,9 @@ Key = tuple[str, str]
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    if getattr(memo, "namespaced", False):
+        # Namespaced RBAC grants no cluster-wide namespace or CRD listing to scan with.
+        settings.scanning.disabled = True
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
     memo.cache = ChildCache()

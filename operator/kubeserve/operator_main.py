@@ -60,5 +60,6 @@ def run_operator(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness or None,
+        memo=kopf.Memo(namespaced=bool(namespaces)),
     )
     return 0
