@@ -56,7 +56,8 @@ async def test_create_applies_children_with_owner_and_field_manager(
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubeserve"
     assert found["Deployment"]["spec"]["replicas"] == 2
     server = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert server["command"] == ["python", "-m", "kubeserve.dataplane.onnx_server"]
+    assert "command" not in server, "the image's entrypoint (tini + server) must stay in charge"
+    assert "--model-dir=/mnt/models" in server["args"]
 
     applies = [
         r

@@ -57,7 +57,6 @@ def model_storage(md: ModelDeployment, *, initializer_image: str, pull_policy: s
         "name": INIT_CONTAINER,
         "image": initializer_image,
         "imagePullPolicy": pull_policy,
-        "command": ["python", "-m", "kubeserve.dataplane.storage"],
         "args": [
             uri,
             MODEL_DIR,

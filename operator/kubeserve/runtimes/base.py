@@ -69,7 +69,11 @@ class ServingRuntime(Protocol):
         ...
 
     def container(self, md: ModelDeployment, ctx: BuildContext) -> dict[str, Any]:
-        """The server container, without resources, security context or volume mounts."""
+        """The server container, without resources, security context or volume mounts.
+
+        Only ``args``, never ``command``: the image's entrypoint (tini, then the server)
+        stays in charge, so SIGTERM reaches servers that do not handle it as PID 1.
+        """
         ...
 
     def config_files(self, md: ModelDeployment, ctx: BuildContext) -> Mapping[str, str]:

@@ -52,7 +52,6 @@ class OnnxRuntime:
             "name": SERVER_CONTAINER,
             "image": ctx.image,
             "imagePullPolicy": ctx.image_pull_policy,
-            "command": ["python", "-m", "kubeserve.dataplane.onnx_server"],
             "args": args,
             "ports": container_ports(self.ports),
             "env": [{"name": "ORT_DISABLE_TELEMETRY", "value": "1"}],

@@ -50,7 +50,6 @@ class TFServing:
             "name": SERVER_CONTAINER,
             "image": ctx.image,
             "imagePullPolicy": ctx.image_pull_policy,
-            "command": ["tensorflow_model_server"],
             "args": args,
             "ports": container_ports(self.ports),
             "startupProbe": startup_probe(tcp_probe("grpc", period=5, failures=1)),

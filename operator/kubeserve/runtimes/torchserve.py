@@ -46,7 +46,6 @@ class TorchServe:
             "name": SERVER_CONTAINER,
             "image": ctx.image,
             "imagePullPolicy": ctx.image_pull_policy,
-            "command": ["torchserve"],
             "args": [
                 "--foreground",
                 f"--ts-config={CONFIG_DIR}/{CONFIG_FILE}",
