@@ -145,6 +145,7 @@ class Result:
     errors: int = 0
     server_cpu_s: float = 0.0  # CPU time of the server process (of this process for raw)
     client_cpu_s: float = 0.0
+    rows_per_call: float = 0.0  # ours: mean rows per session call (raw: its batch size)
 
     @property
     def server_cpu_ms(self) -> float:
@@ -202,7 +203,9 @@ def run_raw(
         latencies.extend([time.perf_counter() - t0] * batch)
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
-    return Result("raw", concurrency, calls * batch, seconds, latencies, server_cpu_s=cpu)
+    return Result(
+        "raw", concurrency, calls * batch, seconds, latencies, server_cpu_s=cpu, rows_per_call=batch
+    )
 
 
 async def run_http(
@@ -443,15 +446,16 @@ def environment() -> str:
 def report(rows: list[Result]) -> None:
     print(
         "\n| server | concurrency | requests | req/s | p50 ms | p99 ms | server CPU ms/req "
-        "| client CPU ms/req | errors |"
+        "| client CPU ms/req | rows per call | errors |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         client = f"{r.client_cpu_ms:.2f}" if r.name != "raw" else "-"
+        batch = f"{r.rows_per_call:.1f}" if r.rows_per_call else "-"
         print(
             f"| {r.name} | {r.concurrency} | {r.requests} | {r.throughput:.1f} | "
             f"{r.percentile(50):.2f} | {r.percentile(99):.2f} | {r.server_cpu_ms:.2f} | "
-            f"{client} | {r.errors} |"
+            f"{client} | {batch} | {r.errors} |"
         )
 
 
@@ -538,7 +542,7 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
                         args.requests,
                         args.intra_op_spinning,
                     ),
-                    asyncio.run(run_http("ours", ours_url, bodies, c, args.requests, ours_pid)),
+                    measure_ours(ours_url, bodies, c, args.requests, ours_pid),
                 ]
                 if not args.skip_kserve:
                     runs.append(
@@ -553,7 +557,6 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
                         f"p50 {r.percentile(50):.2f} ms, server CPU {r.server_cpu_ms:.2f} ms/req",
                         flush=True,
                     )
-        print(f"our server, all rounds: {batch_summary(ours_url)}")
 
     report([median_result(v) for v in results.values()])
     print(
@@ -629,8 +632,19 @@ def stacks(args: argparse.Namespace, workdir: Path) -> None:
     report([median_result(v) for v in results.values()])
 
 
-def batch_summary(infer_url: str) -> str:
-    """Session calls and mean rows per call, from our server's /metrics."""
+def measure_ours(
+    url: str, bodies: list[tuple[bytes, dict[str, str]]], concurrency: int, requests: int, pid: int
+) -> Result:
+    """run_http, plus the rows per session call our server reports for that run."""
+    calls, rows = batch_counters(url)
+    result = asyncio.run(run_http("ours", url, bodies, concurrency, requests, pid))
+    calls_after, rows_after = batch_counters(url)
+    result.rows_per_call = (rows_after - rows) / max(1.0, calls_after - calls)
+    return result
+
+
+def batch_counters(infer_url: str) -> tuple[float, float]:
+    """(session calls, rows) so far, from our server's batch-size histogram in /metrics."""
     import urllib.request
 
     metrics_url = infer_url.split("/v2/")[0] + "/metrics"
@@ -641,9 +655,9 @@ def batch_summary(infer_url: str) -> str:
         for line in text.splitlines()
         if line.startswith("kubeserve_inference_batch_size_")
     }
-    calls = values["kubeserve_inference_batch_size_count"]
-    rows = values["kubeserve_inference_batch_size_sum"]
-    return f"{calls:.0f} session calls for {rows:.0f} requests, {rows / calls:.2f} rows per call"
+    return values["kubeserve_inference_batch_size_count"], values[
+        "kubeserve_inference_batch_size_sum"
+    ]
 
 
 def _timed_run(session: Any, x: np.ndarray) -> float:

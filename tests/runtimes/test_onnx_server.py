@@ -312,6 +312,18 @@ async def test_dynamic_batching_merges_concurrent_requests(
     assert metrics[f"kubeserve_inference_requests_total{{code=200,model={MODEL}}}"] == 16
 
 
+async def test_a_lone_request_does_not_wait_for_the_batch_delay(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(max_batch_size=8, max_batch_delay_ms=2000)
+    for _ in range(3):  # one at a time: nothing to merge with
+        await assert_still_serving(http, server)
+    metrics = await scrape(http, server)
+    # Had each request waited for the 2 s delay, the queue time would add up to 6 s.
+    assert metrics[f"kubeserve_inference_queue_duration_seconds_count{{model={MODEL}}}"] == 3
+    assert metrics[f"kubeserve_inference_queue_duration_seconds_sum{{model={MODEL}}}"] < 1.0
+
+
 async def test_an_onnxruntime_error_fails_only_its_own_request_in_a_batch(
     start_server: StartServer, http: aiohttp.ClientSession, tiny: tuple[Path, TinyNet]
 ) -> None:

@@ -4,7 +4,9 @@ One worker task owns the queue and runs one session call at a time in a dedicate
 event loop stays free and ONNX Runtime's intra-op threads get the cores to themselves. Requests
 that arrive while a call runs wait in the queue and are merged into the next call: under load that
 batches even with --max-batch-delay-ms 0. A positive delay also holds a partial batch open, for at
-most that long after its first request arrived, to let more requests join.
+most that long after its first request arrived, to let more requests join; it is spent only when
+requests are arriving together (the batch already merged several, or the previous one did), so a
+lone request at low load does not wait for company that is not coming.
 
 `max_batch_size` counts rows along axis 0 (samples, as in Triton), not requests. A request with
 more rows than that runs on its own, and a request is merged only with requests whose other
@@ -65,6 +67,7 @@ class Batcher:
         self._queue: list[_Pending] = []
         self._arrived = asyncio.Event()
         self._running: list[_Pending] = []
+        self._last_merged = 0  # requests in the previous session call
         self._worker: asyncio.Task[None] | None = None
 
     @property
@@ -119,12 +122,17 @@ class Batcher:
                 continue
             if batch[0].key is not None:
                 rows = self._fill(batch, batch[0].rows)
+                # Spend the delay only when requests are arriving together (this batch already
+                # merged some, or the last one did): a lone request at low load runs at once
+                # instead of waiting for company that is not coming.
                 deadline = batch[0].enqueued + self._max_delay_s
-                while rows < self._max_rows and loop.time() < deadline:
+                expect_more = len(batch) > 1 or self._last_merged > 1
+                while expect_more and rows < self._max_rows and loop.time() < deadline:
                     self._arrived.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._arrived.wait(), deadline - loop.time())
                     rows = self._fill(batch, rows)
+            self._last_merged = len(batch)
             try:
                 await self._run(batch)
             except asyncio.CancelledError:
