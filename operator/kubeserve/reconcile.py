@@ -104,9 +104,7 @@ async def reconcile(
 
     uid = md.metadata.uid or ""
     wanted = {kind_of(obj).kind for obj in desired}
-    existing = await _fetch_children(
-        kube, md, wanted, cache, first_time=previous.get("observedGeneration") is None
-    )
+    existing = await _fetch_children(kube, md, wanted, cache)
     blockers: list[Verdict] = []
     events: list[tuple[str, str, str]] = []
 
@@ -242,14 +240,14 @@ async def _fetch_children(
     md: ModelDeployment,
     wanted: set[str],
     cache: ChildCache,
-    *,
-    first_time: bool,
 ) -> dict[str, dict[str, Any]]:
     """The children that need a look, fetched concurrently by their deterministic name.
 
-    First sight of a ModelDeployment: every kind. Later: desired kinds we have not applied
-    ourselves (an object of that name may belong to someone else) and kinds we applied but
-    no longer want (to prune them).
+    First sight of a ModelDeployment in this process: every kind, even when it has no status
+    yet (a process that died before its first status write may have created children the
+    spec no longer wants). Later: desired kinds we have not applied ourselves (an object of
+    that name may belong to someone else) and kinds we applied but no longer want (to prune
+    them).
     """
     name = child_name(md.name)
     uid = md.metadata.uid or ""
@@ -259,9 +257,6 @@ async def _fetch_children(
 
     if uid in cache.swept:
         kinds = [k for k in CHILD_KINDS if (k.kind in wanted) != known(k)]
-    elif first_time:
-        # Never reconciled: nothing of ours can be stale yet; only collisions matter.
-        kinds = [k for k in CHILD_KINDS if k.kind in wanted]
     else:
         kinds = list(CHILD_KINDS)
     found = await asyncio.gather(
