@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
-import random
 import tempfile
-from collections.abc import Hashable
+import zlib
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import kopf
@@ -36,16 +37,31 @@ MD = (api.GROUP, api.VERSION, api.PLURAL)
 Key = tuple[str, str]
 
 
+class RetryForever:
+    """kopf's delays between attempts of a failing API call: 1, 2, 5, 10, then 30 s for ever.
+
+    A finite list makes kopf give up after its last entry; for a watch that stops the whole
+    operator (and kopf then SIGKILLs the process), so an API server outage of a minute, as
+    in a control-plane upgrade, would take the operator down with it.
+    """
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1.0, 2.0, 5.0, 10.0)
+        yield from itertools.repeat(30.0)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.level = logging.INFO
-    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    settings.networking.error_backoffs = RetryForever()
     if getattr(memo, "namespaced", False):
         # Namespaced RBAC grants no cluster-wide namespace or CRD listing to scan with.
         settings.scanning.disabled = True
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
     memo.cache = ChildCache()
+    # The generation each ModelDeployment's latest reconcile attempt saw.
+    memo.failed_generation = {}
     # kopf's live index views; the queue's workers read them outside any handler.
     memo.model_deployments = kwargs["model_deployments_index"]
     memo.nodes = kwargs["nodes_index"]
@@ -103,14 +119,20 @@ async def model_deployment_event(
     key = (namespace, name)
     if type == "DELETED":
         memo.queue.forget(key)
+        memo.failed_generation.pop(key, None)
         memo.cache.forget(body.get("metadata", {}).get("uid", ""))
         with contextlib.suppress(KeyError):
             metrics.READY.remove(namespace, name)
         return
     status = body.get("status") or {}
     seen = body.get("metadata", {}).get("uid", "") in memo.cache.swept
+    generation = body["metadata"].get("generation")
+    if memo.queue.failures(key) and memo.failed_generation.get(key) == generation:
+        # Failing, and this event (a watch replay, say) brings no new spec: its backoff
+        # decides when to try again.
+        return
     # Our own status writes come back as events: only new generations need work.
-    if not seen or status.get("observedGeneration") != body["metadata"].get("generation"):
+    if not seen or status.get("observedGeneration") != generation:
         memo.queue.add(key)
 
 
@@ -120,6 +142,8 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
         return
     body = next(iter(index[key]))
     kube: KubeClient = memo.kube
+    # Remembered in case this attempt fails: see model_deployment_event.
+    memo.failed_generation[key] = body["metadata"].get("generation")
     try:
         with metrics.RECONCILE_SECONDS.time():
             result = await reconcile(body, kube, memo.config, nodes=_nodes(memo), cache=memo.cache)
@@ -180,8 +204,16 @@ async def _resync(memo: kopf.Memo) -> None:
         await asyncio.sleep(period)
         index: kopf.Index[Key, Any] = memo.model_deployments
         for key in list(index):
-            # Spread the work over the period instead of a thundering herd.
-            memo.queue.add(key, delay=random.uniform(0, period / 2))
+            if memo.queue.failures(key):
+                continue  # already due again after its backoff; never shorten a backoff
+            # Spread the work over half the period instead of a thundering herd, with a
+            # fixed offset per object: each one is resynced exactly once per period, so
+            # drift is repaired within resync_seconds.
+            memo.queue.add(key, delay=_resync_offset(key, period))
+
+
+def _resync_offset(key: Key, period: float) -> float:
+    return zlib.crc32("/".join(key).encode()) % 1000 / 1000 * period / 2
 
 
 # --- children --------------------------------------------------------------------------
@@ -210,7 +242,9 @@ async def child_deployment_event(
         return
     status = status_from_deployment(md, body, memo.config, now=now_rfc3339())
     if status is not None and _status_changed(md.get("status") or {}, status):
-        await memo.kube.patch_status(api.API_VERSION, api.PLURAL, key[0], key[1], status)
+        # Only the queue writes status: it posts the Ready events, and it never races a
+        # reconcile of the same object with a status built from a stale index entry.
+        memo.queue.add(key)
 
 
 def _owner(body: kopf.Body) -> dict[str, Any] | None:
