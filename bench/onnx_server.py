@@ -54,6 +54,7 @@ import numpy as np
 MODEL_NAME = "bench"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 READY_TIMEOUT_S = 120.0
+STACKS = ("aiohttp", "aiohttp-uvloop", "starlette-uvicorn", "starlette-uvicorn-h11")
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -600,10 +601,11 @@ def stacks(args: argparse.Namespace, workdir: Path) -> None:
     shape = export_model(args.model, model_dir)
     inputs = make_inputs([int(d) for d in shape], 64)
     bodies = [encode(x, args.encoding) for x in inputs]
-    names = ["aiohttp", "aiohttp-uvloop", "starlette-uvicorn", "starlette-uvicorn-h11"]
+    names = args.stacks
     results: dict[tuple[str, int], list[Result]] = {}
     for round_ in range(args.rounds):
-        for name in names:
+        # Rotate the order each round so no stack always runs first (or last) in a round.
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
             port = free_port()
             cmd = [
                 sys.executable,
@@ -692,6 +694,13 @@ def main() -> None:
         help="let ORT's idle threads busy-wait, in all three (our server's default is off)",
     )
     parser.add_argument("--http-stacks", action="store_true")
+    parser.add_argument(
+        "--stacks",
+        nargs="+",
+        choices=STACKS,
+        default=list(STACKS),
+        help="with --http-stacks: which stacks to compare",
+    )
     parser.add_argument("--serve-kserve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-stack", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
