@@ -7,15 +7,16 @@ extension, so KServe and Triton HTTP clients work unchanged. Inside the image::
         [--host 127.0.0.1] [--port 8080] [--max-batch-size 1] [--max-batch-delay-ms 0] \\
         [--intra-op-threads 0] [--inter-op-threads 0] \\
         [--graph-optimization-level all|extended|basic|disable] [--device cpu|cuda] \\
-        [--max-body-bytes 67108864] [--no-warmup]
+        [--max-body-bytes 67108864] [--no-warmup] [--intra-op-spinning] [--log-level INFO]
 
 In-process (what `kubeserve serve` uses)::
 
     from kubeserve.dataplane.onnx_server import ServerOptions, serve
     await serve(ServerOptions(model_dir=..., model_name="m", port=8080), ready=event, stop=stop)
 
-- `ServerOptions`: frozen dataclass with one field per flag (`warmup=False` is `--no-warmup`),
-  plus `shutdown_timeout_s` (10 s: how long a stop waits for in-flight requests).
+- `ServerOptions`: frozen dataclass with one field per flag (`warmup=False` is `--no-warmup`,
+  `intra_op_spinning=True` is `--intra-op-spinning`), plus `shutdown_timeout_s` (10 s: how long
+  a stop waits for in-flight requests).
 - `serve(options, *, ready=None, stop=None)`: binds, loads, warms up, sets `ready`, serves
   until `stop` is set or the task is cancelled, then drains in-flight requests and returns (or
   re-raises the cancellation). Raises `ModelLoadError` if the model cannot be loaded.
@@ -25,9 +26,9 @@ In-process (what `kubeserve serve` uses)::
   bound port (port=0) or finer control, such as tests.
 
 Module map: options (settings, flags), protocol (v2 JSON and binary <-> numpy, validation),
-datatypes (type names), model (InferenceSession), batcher (dynamic batching), metrics
-(prometheus_client), service (the serving logic, framework-free), app (aiohttp routes),
-server (socket lifecycle), __main__ (CLI, signals).
+datatypes (type names), jsoncodec (orjson, stdlib fallback), model (InferenceSession), batcher
+(dynamic batching), metrics (prometheus_client), service (the serving logic, framework-free),
+app (aiohttp routes), server (socket lifecycle), __main__ (CLI, signals).
 
 Importing this package imports onnxruntime (with ORT_DISABLE_TELEMETRY=1 as a default); the
 operator itself must not import it.
