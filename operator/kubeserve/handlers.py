@@ -26,6 +26,7 @@ import kopf
 from . import api, metrics
 from .config import OperatorConfig
 from .kube import ApiError, Credentials, KubeClient
+from .operator_main import LOG_OBJECT
 from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
 from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL
 from .scheduling import NodeSummary, node_summary, schedulable
@@ -62,6 +63,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo.cache = ChildCache()
     # The generation each ModelDeployment's latest reconcile attempt saw.
     memo.failed_generation = {}
+    # The last status written per ModelDeployment uid (we are its only writer).
+    memo.written = {}
     # kopf's live index views; the queue's workers read them outside any handler.
     memo.model_deployments = kwargs["model_deployments_index"]
     memo.nodes = kwargs["nodes_index"]
@@ -118,11 +121,12 @@ async def model_deployment_event(
     namespace = namespace or ""
     key = (namespace, name)
     if type == "DELETED":
+        uid = body.get("metadata", {}).get("uid", "")
         memo.queue.forget(key)
         memo.failed_generation.pop(key, None)
-        memo.cache.forget(body.get("metadata", {}).get("uid", ""))
-        with contextlib.suppress(KeyError):
-            metrics.READY.remove(namespace, name)
+        memo.written.pop(uid, None)
+        memo.cache.forget(uid)
+        metrics.forget(namespace, name)
         return
     status = body.get("status") or {}
     seen = body.get("metadata", {}).get("uid", "") in memo.cache.swept
@@ -141,7 +145,16 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
     if key not in index:
         return
     body = next(iter(index[key]))
+    uid = body["metadata"].get("uid", "")
+    if uid in memo.written:
+        # Our last status write may not have reached the index yet: start from it, so the
+        # same change is not written, and announced, twice.
+        body = {**body, "status": memo.written[uid]}
     kube: KubeClient = memo.kube
+    # Log lines of this work (client retries, event posting, a failure the queue reports)
+    # name the object. Left set when the attempt fails, for the queue's line; the next item
+    # sets its own.
+    token = LOG_OBJECT.set((str(key[0]), str(key[1])))  # type: ignore[index]
     # Remembered in case this attempt fails: see model_deployment_event.
     memo.failed_generation[key] = body["metadata"].get("generation")
     try:
@@ -152,7 +165,9 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
         metrics.RECONCILE_ERRORS.labels(f"http_{exc.status}" if exc.status else "connection").inc()
         raise
     metrics.RECONCILES.labels("ok").inc()
-    await _write_status(kube, body, result)
+    if await _write_status(kube, body, result):
+        memo.written[uid] = result.status
+    LOG_OBJECT.reset(token)
 
 
 def _nodes(memo: kopf.Memo) -> list[NodeSummary]:
@@ -161,17 +176,18 @@ def _nodes(memo: kopf.Memo) -> list[NodeSummary]:
     return [summary for name in index for summary in index[name]]
 
 
-async def _write_status(kube: KubeClient, body: dict[str, Any], result: ReconcileResult) -> None:
+async def _write_status(kube: KubeClient, body: dict[str, Any], result: ReconcileResult) -> bool:
+    """Patch the status if it changed, then post the events; True when it was written."""
     meta = body["metadata"]
     old = dict(body.get("status") or {})
     new = result.status
     ready = next(c for c in new["conditions"] if c["type"] == "Ready")
-    metrics.READY.labels(meta["namespace"], meta["name"]).set(ready["status"] == "True")
+    metrics.set_conditions(meta["namespace"], meta["name"], new["conditions"])
     if not _status_changed(old, new):
-        return
+        return False
     await kube.patch_status(api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"], new)
     if conditions_equal(old.get("conditions", []), new["conditions"]):
-        return
+        return True
     now = now_rfc3339()
     for kind, reason, message in result.events:
         if kind == "Warning":
@@ -188,6 +204,7 @@ async def _write_status(kube: KubeClient, body: dict[str, Any], result: Reconcil
             message=f"{ready['reason']}: {ready['message']}",
             now=now,
         )
+    return True
 
 
 def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -241,10 +258,30 @@ async def child_deployment_event(
         memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync
         return
     status = status_from_deployment(md, body, memo.config, now=now_rfc3339())
-    if status is not None and _status_changed(md.get("status") or {}, status):
+    if status is not None and _deployment_view_changed(md.get("status") or {}, status):
         # Only the queue writes status: it posts the Ready events, and it never races a
         # reconcile of the same object with a status built from a stale index entry.
         memo.queue.add(key)
+
+
+def _deployment_view_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether what the Deployment reports (replicas, Available, Progressing) changed.
+
+    Not Ready: reconcile weighs Ready against more than the Deployment (Schedulable, the
+    autoscaler), so comparing it here would see a difference on every event and queue the
+    object forever.
+    """
+    if any(old.get(key) != new.get(key) for key in ("replicas", "readyReplicas")):
+        return True
+
+    def view(status: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+            for c in status.get("conditions", [])
+            if c.get("type") in ("Available", "Progressing")
+        )
+
+    return view(old) != view(new)
 
 
 def _owner(body: kopf.Body) -> dict[str, Any] | None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter("kubeserve_reconciles_total", "Reconciles run, by outcome.", ["outcome"])
@@ -18,3 +22,33 @@ READY = Gauge(
     "ModelDeployments by Ready condition status.",
     ["namespace", "name"],
 )
+CONDITION = Gauge(
+    "kubeserve_modeldeployment_condition",
+    "1 for the current status of each condition of each ModelDeployment, 0 for the others "
+    "(kube-state-metrics style: sum by (type, status) counts ModelDeployments).",
+    ["namespace", "name", "type", "status"],
+)
+STATUSES = ("True", "False", "Unknown")
+_condition_types: dict[tuple[str, str], set[str]] = {}
+
+
+def set_conditions(namespace: str, name: str, conditions: Iterable[Mapping[str, Any]]) -> None:
+    """Record a ModelDeployment's conditions (READY and CONDITION)."""
+    types = _condition_types.setdefault((namespace, name), set())
+    for condition in conditions:
+        types.add(condition["type"])
+        for status in STATUSES:
+            value = 1.0 if condition["status"] == status else 0.0
+            CONDITION.labels(namespace, name, condition["type"], status).set(value)
+            if condition["type"] == "Ready" and status == "True":
+                READY.labels(namespace, name).set(value)
+
+
+def forget(namespace: str, name: str) -> None:
+    """A deleted ModelDeployment leaves no series behind."""
+    with contextlib.suppress(KeyError):
+        READY.remove(namespace, name)
+    for kind in _condition_types.pop((namespace, name), set()):
+        for status in STATUSES:
+            with contextlib.suppress(KeyError):
+                CONDITION.remove(namespace, name, kind, status)

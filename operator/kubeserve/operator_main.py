@@ -5,14 +5,29 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
 
+# The ModelDeployment (namespace, name) the current task works on, for log lines written
+# outside kopf's per-object loggers (the work queue, the API client). handlers sets it.
+LOG_OBJECT: ContextVar[tuple[str, str] | None] = ContextVar("kubeserve_log_object", default=None)
+
+
+def log_object(record: logging.LogRecord) -> tuple[str, str] | None:
+    """The (namespace, name) a log record is about, if any."""
+    # kopf's per-object loggers (ObjectLogger, a LoggerAdapter) put the object reference
+    # in the record's extra as `k8s_ref`.
+    ref = getattr(record, "k8s_ref", None)
+    if isinstance(ref, dict) and ref.get("name"):
+        return str(ref.get("namespace") or ""), str(ref["name"])
+    return LOG_OBJECT.get()
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the object's namespace/name when kopf knows it."""
+    """One JSON object per line, with the object's namespace/name when the line is about one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -21,14 +36,27 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        # kopf's per-object loggers attach the object reference as `k8s_ref`.
-        ref = getattr(record, "k8s_ref", None)
-        if isinstance(ref, dict):
-            entry["namespace"] = ref.get("namespace")
-            entry["name"] = ref.get("name")
+        obj = log_object(record)
+        if obj is not None:
+            entry["namespace"], entry["name"] = obj
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines; those about an object start with [namespace/name], as kopf's do."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        obj = log_object(record)
+        text = super().formatMessage(record)
+        if obj is None:
+            return text
+        head, sep, message = text.partition(f"{record.name}: ")
+        return f"{head}{sep}[{obj[0]}/{obj[1]}] {message}"
 
 
 def configure_logging(log_format: str, level: str) -> None:
@@ -36,7 +64,7 @@ def configure_logging(log_format: str, level: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
