@@ -9,7 +9,9 @@ validators here, and a test feeds both the same corpus so they cannot drift.
 from __future__ import annotations
 
 import json
+import math
 import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
@@ -25,14 +27,20 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from . import embedded
+
 GROUP = "kubeserve.io"
 VERSION = "v1alpha1"
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# Kubernetes quantities ("500m", "2Gi", 1). Same grammar as resource.Quantity, kept simple.
-QUANTITY_PATTERN = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# Kubernetes quantities ("500m", "2Gi", 1): resource.Quantity's grammar (one optional sign,
+# digits with at most one point, one suffix), without the minus: resources are never negative.
+QUANTITY_PATTERN = (
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]{1,2}))?$"
+)
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 MIG_PROFILE_PATTERN = r"^[1-7]g\.[0-9]+gb(\+me)?$"
@@ -106,22 +114,54 @@ def _matching(pattern: str, what: str) -> AfterValidator:
     def check(value: str | int) -> str | int:
         if isinstance(value, str) and not re.match(pattern, value):
             raise ValueError(f"{value!r} is not {what}")
+        if isinstance(value, int) and value < 0:
+            raise ValueError(f"{value} is negative")
         return value
 
     return AfterValidator(check)
 
 
 INT_OR_PERCENT_PATTERN = r"^[0-9]+%?$"
+# maxUnavailable: a count, or a percentage up to 100%.
+UP_TO_100_PERCENT_PATTERN = r"^([0-9]+|(100|[1-9]?[0-9])%)$"
+
+
+def _count_as_number(value: str | int) -> str | int:
+    # The API server takes a string only as a percentage ("5" is refused): "5" means 5.
+    return int(value) if isinstance(value, str) and value.isdigit() else value
 Quantity = Annotated[
     str | int,
     _matching(QUANTITY_PATTERN, "a Kubernetes quantity such as 500m or 2Gi"),
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY_PATTERN,
+            "minimum": 0,
+        }
+    ),
+]
+UpTo100Percent = Annotated[
+    str | int,
+    _matching(UP_TO_100_PERCENT_PATTERN, "a count or a percentage up to 100%"),
+    AfterValidator(_count_as_number),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": UP_TO_100_PERCENT_PATTERN,
+            "minimum": 0,
+        }
+    ),
 ]
 IntOrPercent = Annotated[
     str | int,
     _matching(INT_OR_PERCENT_PATTERN, "a count or a percentage such as 25%"),
+    AfterValidator(_count_as_number),
     Field(
-        json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": INT_OR_PERCENT_PATTERN}
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": INT_OR_PERCENT_PATTERN,
+            "minimum": 0,
+        }
     ),
 ]
 
@@ -222,19 +262,65 @@ class EnvVar(_Model):
             raise ValueError("set value or valueFrom, not both")
         return self
 
+    @field_validator("value_from")
+    @classmethod
+    def _env_source(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            embedded.check_env_source(value)
+        return value
+
 
 class Toleration(_Model):
-    key: str | None = _desc("Taint key to tolerate; empty with Exists matches all.", default=None)
+    key: str | None = _desc(
+        "Taint key to tolerate; empty with Exists matches all.",
+        default=None,
+        max_length=embedded.QUALIFIED_NAME_MAX,
+        # Empty, or a qualified name.
+        pattern="^(" + embedded.QUALIFIED_NAME_PATTERN[1:-1] + ")?$",
+    )
     operator: str | None = _desc(
         "Exists or Equal (default Equal).", default=None, pattern=r"^(Exists|Equal)$"
     )
-    value: str | None = _desc("Taint value for Equal.", default=None)
+    value: str | None = _desc(
+        "Taint value for Equal.",
+        default=None,
+        max_length=63,
+        pattern=embedded.LABEL_VALUE_PATTERN,
+    )
     effect: str | None = _desc(
         "NoSchedule, PreferNoSchedule or NoExecute; empty matches all.",
         default=None,
         pattern=r"^(NoSchedule|PreferNoSchedule|NoExecute)?$",
     )
     toleration_seconds: int | None = _desc("How long a NoExecute taint is tolerated.", default=None)
+
+    cel_rules = (
+        (
+            "!has(self.operator) || self.operator != 'Exists' || !has(self.value) "
+            "|| self.value == ''",
+            "tolerations: operator Exists matches any value; remove value",
+        ),
+        (
+            "(has(self.key) && self.key != '') "
+            "|| (has(self.operator) && self.operator == 'Exists')",
+            "tolerations: an empty key tolerates every taint only with operator Exists",
+        ),
+        (
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerations: tolerationSeconds applies only to effect NoExecute",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _kubernetes_rules(self) -> Toleration:
+        # The API server's own checks of a Toleration (they would fail every apply).
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator Exists matches any value; remove value")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("an empty key tolerates every taint only with operator Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds applies only to effect NoExecute")
+        return self
 
 
 class ResourceRequirements(_Model):
@@ -244,6 +330,65 @@ class ResourceRequirements(_Model):
     limits: dict[str, Quantity] | None = _desc(
         "Maximum resources. GPU resources are set from spec.gpu, not here.", default=None
     )
+
+    @model_validator(mode="after")
+    def _kubernetes_rules(self) -> ResourceRequirements:
+        # The API server's checks of a container's resources; the CRD cannot check map keys
+        # or compare quantities, so they live here (see docs/reliability.md).
+        requests, limits = self.requests or {}, self.limits or {}
+        for section, values in (("requests", requests), ("limits", limits)):
+            for name, raw in values.items():
+                problem = _resource_name_problem(name)
+                if problem:
+                    raise ValueError(f"{section}.{name}: {problem}")
+                if "/" in name and _quantity(raw) % 1:
+                    raise ValueError(f"{section}.{name}: an extended resource is a whole number")
+        for name, raw in requests.items():
+            if name in limits and _quantity(raw) > _quantity(limits[name]):
+                raise ValueError(f"requests.{name} must not exceed limits.{name}")
+            if "/" in name and name in limits and _quantity(raw) != _quantity(limits[name]):
+                raise ValueError(
+                    f"requests.{name}: an extended resource's request equals its limit"
+                )
+            if "/" in name and name not in limits:
+                raise ValueError(f"requests.{name}: an extended resource needs a limit (equal)")
+        return self
+
+
+_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_SUFFIXES = {
+    "": Decimal(1),
+    **{s: Decimal(10) ** (3 * (i - 3)) for i, s in enumerate("num kMGTPE") if s != " "},
+    **{f"{s}i": Decimal(2) ** (10 * (i + 1)) for i, s in enumerate("KMGTPE")},
+}
+
+
+def _quantity(value: str | int) -> Decimal:
+    """The value of a quantity that matched QUANTITY_PATTERN."""
+    if isinstance(value, int):
+        return Decimal(value)
+    match = re.match(r"^\+?([0-9.]+)(.*)$", value)
+    assert match is not None
+    number, suffix = Decimal(match[1]), match[2]
+    if suffix[:1] in ("e", "E") and len(suffix) > 1:
+        return number * Decimal(10) ** int(suffix[1:])
+    return number * _SUFFIXES[suffix]
+
+
+def _resource_name_problem(name: str) -> str | None:
+    if name in _STANDARD_RESOURCES or re.match(r"^hugepages-[0-9]+[KMGTPE]i$", name):
+        return None
+    if "/" not in name:
+        return (
+            "not a resource: cpu, memory, ephemeral-storage, hugepages-<size>, or a "
+            "vendor's domain/name (GPUs go in spec.gpu)"
+        )
+    problem = embedded.qualified_name_problem(name)
+    if problem:
+        return problem
+    if name.split("/", 1)[0].endswith("kubernetes.io"):
+        return "the kubernetes.io domain is reserved"
+    return None
 
 
 class Gpu(_Model):
@@ -480,7 +625,7 @@ class Rollout(_Model):
         "surge pod would need a spare GPU), or 1 when maxUnavailable is set to 0.",
         default=None,
     )
-    max_unavailable: IntOrPercent | None = _desc(
+    max_unavailable: UpTo100Percent | None = _desc(
         "RollingUpdate maxUnavailable. Default 25%; with a GPU 1, or 0 when maxSurge is set "
         "above 0.",
         default=None,
@@ -552,6 +697,16 @@ class NetworkPolicy(_Model):
         },
     )
 
+    @field_validator("from_")
+    @classmethod
+    def _peers(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for index, peer in enumerate(value or []):
+            try:
+                embedded.check_peer(peer)
+            except embedded.ShapeError as exc:
+                raise embedded.ShapeError(_dotted(index, exc.path), exc.message) from None
+        return value
+
 
 class ModelDeploymentSpec(_Model):
     runtime: Runtime = _desc("The serving runtime: tfserving, torchserve or onnxruntime.")
@@ -570,9 +725,9 @@ class ModelDeploymentSpec(_Model):
     env: list[EnvVar] | None = _desc(
         "Extra environment for the server container.", default=None, max_length=128
     )
-    node_selector: dict[str, str] | None = _desc(
-        "Merged with the GPU node selection, never overwritten by it.", default=None
-    )
+    node_selector: (
+        dict[str, Annotated[str, Field(max_length=63, pattern=embedded.LABEL_VALUE_PATTERN)]] | None
+    ) = _desc("Merged with the GPU node selection, never overwritten by it.", default=None)
     tolerations: list[Toleration] | None = _desc(
         "Merged with the GPU toleration.", default=None, max_length=64
     )
@@ -605,6 +760,22 @@ class ModelDeploymentSpec(_Model):
             "sessionOptions applies only to runtime onnxruntime",
         ),
     )
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            problem = embedded.qualified_name_problem(key)
+            if problem:
+                raise embedded.ShapeError(_dotted(key), problem)
+        return value
+
+    @field_validator("affinity")
+    @classmethod
+    def _affinity(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            embedded.check_affinity(value)
+        return value
 
     @model_validator(mode="after")
     def _session_options(self) -> ModelDeploymentSpec:
@@ -687,10 +858,9 @@ class ModelDeployment(BaseModel):
         if not isinstance(obj, dict):
             raise InvalidSpec("", "a ModelDeployment must be a mapping")
         if obj.get("kind", KIND) != KIND or obj.get("apiVersion", API_VERSION) != API_VERSION:
-            raise InvalidSpec(
-                "apiVersion",
-                f"expected {API_VERSION} {KIND}, got {obj.get('apiVersion')} {obj.get('kind')}",
-            )
+            got = f"{obj.get('apiVersion')!r:.80} {obj.get('kind')!r:.80}"
+            raise InvalidSpec("apiVersion", f"expected {API_VERSION} {KIND}, got {got}")
+        _check_plain_data(obj)
         try:
             # Strict JSON validation matches the API server: "3" is not an integer there.
             return cls.model_validate_json(
@@ -702,11 +872,53 @@ class ModelDeployment(BaseModel):
 
 def _invalid_spec(exc: ValidationError) -> InvalidSpec:
     error = exc.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
+    parts: list[str | int] = [part for part in error["loc"] if not _is_union_tag(part)]
     message = str(error["msg"]).removeprefix("Value error, ")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, embedded.ShapeError):
+        # A problem inside an embedded Kubernetes type: name the exact field below it.
+        if cause.path:
+            parts.append(cause.path)
+        message = cause.message
     if error["type"] == "extra_forbidden":
         message = "unknown field"
-    return InvalidSpec(field, message)
+    return InvalidSpec(_dotted(*parts), message.replace("\n", " "))
+
+
+def _dotted(*parts: str | int) -> str:
+    """A field path; a key that is not a plain name is quoted, so the path stays one line."""
+    return ".".join(
+        str(part) if isinstance(part, int) or re.fullmatch(r"[\w./-]+", part) else json.dumps(part)
+        for part in parts
+        if part != ""
+    )
+
+
+# Far deeper than any real ModelDeployment (an affinity term is about 10 levels down), far
+# shallower than what breaks json or pydantic (a RecursionError at a few thousand).
+MAX_DEPTH = 48
+# YAML aliases can make a small file expand to billions of values ("billion laughs").
+MAX_VALUES = 200_000
+
+
+def _check_plain_data(obj: Any) -> None:
+    """JSON-like, finite, bounded: or an InvalidSpec naming where it stops being so."""
+    budget = MAX_VALUES
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(obj, ())]
+    while stack:
+        value, path = stack.pop()
+        budget -= 1
+        if budget < 0:
+            where = _dotted(*path[:6]) or "metadata"
+            raise InvalidSpec(where, f"more than {MAX_VALUES} values (YAML aliases expanding?)")
+        if len(path) > MAX_DEPTH:
+            raise InvalidSpec(_dotted(*path[:6]), f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidSpec(_dotted(*path), f"{value} is not a number")
+        if isinstance(value, dict):
+            stack.extend((item, (*path, str(key))) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, (*path, index)) for index, item in enumerate(value))
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -717,6 +929,7 @@ def _is_union_tag(part: Any) -> bool:
 SCHEMA_MODELS: tuple[type[_Model], ...] = (
     ModelSource,
     EnvVar,
+    Toleration,
     Gpu,
     Autoscaling,
     Rollout,
