@@ -108,7 +108,11 @@ def _render(args: argparse.Namespace) -> int:
     except InvalidSpec as exc:
         print(f"kubeserve: invalid ModelDeployment: {exc}", file=sys.stderr)
         return 1
-    except (OSError, yaml.YAMLError) as exc:
+    except RecursionError:
+        # PyYAML builds nested collections recursively: "[[[[...", thousands deep.
+        print(f"kubeserve: cannot read {args.filename}: nested too deeply", file=sys.stderr)
+        return 1
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         print(f"kubeserve: cannot read {args.filename}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
     sys.stdout.write(dump_all(out))
