@@ -14,10 +14,12 @@ def child_name(md_name: str, suffix: str = "") -> str:
     """``md_name`` + ``-suffix``, shortened with a stable hash when too long."""
     base = md_name if md_name[0].isalpha() else f"md-{md_name}"
     name = f"{base}-{suffix}" if suffix else base
-    if len(name) <= MAX_NAME and "." not in name:
+    if len(name) <= MAX_NAME and "." not in name and base == md_name:
         return name
-    # Too long, or dotted (legal in a ModelDeployment name, not in a Service name): the hash
-    # of the full name keeps "a.b" and "a-b" apart.
+    # Too long, dotted (legal in a ModelDeployment name, not in a Service name) or given an
+    # "md-" prefix (a Service name starts with a letter): the hash of the name as the user
+    # wrote it keeps "a.b" apart from "a-b", and "1abc" apart from "md-1abc".
+    name = f"{md_name}-{suffix}" if suffix else md_name
     digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LEN]
     tail = f"-{digest}-{suffix}" if suffix else f"-{digest}"
     head = base.replace(".", "-")[: MAX_NAME - len(tail)].rstrip("-")
