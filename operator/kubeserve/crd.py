@@ -61,7 +61,20 @@ def crd() -> dict[str, Any]:
                                     "description": "APIVersion of this object.",
                                 },
                                 "kind": {"type": "string", "description": "Kind of this object."},
-                                "metadata": {"type": "object"},
+                                # The API server checks a custom resource's name only
+                                # as a URL path segment; the operator needs a DNS
+                                # subdomain (its children are named after it). A CRD
+                                # may constrain metadata.name, and nothing else there.
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": 253,
+                                            "pattern": api.DNS_SUBDOMAIN_PATTERN,
+                                        }
+                                    },
+                                },
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
