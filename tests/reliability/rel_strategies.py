@@ -343,12 +343,20 @@ class SpecBuilder:
     """One strategy per field: mostly valid, sometimes a near miss, sometimes garbage."""
 
     def __init__(
-        self, *, garbage: bool, unknown: bool, hostile_free_form: bool, one_in: int = 25
+        self,
+        *,
+        garbage: bool,
+        unknown: bool,
+        hostile_free_form: bool,
+        one_in: int = 25,
+        decidable: bool = False,
     ) -> None:
         self.garbage = garbage
         self.unknown = unknown
         self.hostile_free_form = hostile_free_form
         self.one_in = one_in
+        # Only what the CRD can decide: valid map keys, quantities that compare fine.
+        self.decidable = decidable
 
     def field(self, valid: Strategy, *near_misses: Strategy, one_in: int = 0) -> Strategy:
         """``valid`` mostly; a near miss or garbage about once in ``one_in``."""
@@ -401,6 +409,20 @@ class SpecBuilder:
         )
 
     def resources(self) -> Strategy:
+        if self.decidable:
+            # Requests or limits, not both (no comparison); no extended resource requested.
+            requests = st.dictionaries(
+                st.sampled_from(["cpu", "memory", "ephemeral-storage"]), QUANTITIES, max_size=3
+            )
+            limits = st.dictionaries(
+                st.sampled_from(["cpu", "memory", "example.com/widget"]),
+                st.one_of(st.integers(0, 64), st.sampled_from(["1", "2", "lots", "-1", "1.2.3"])),
+                max_size=3,
+            )
+            return st.one_of(
+                self.obj({}, {"requests": self.field(requests)}),
+                self.obj({}, {"limits": self.field(limits)}),
+            )
         section = self.field(
             st.dictionaries(GOOD_RESOURCE_NAMES, GOOD_QUANTITIES, max_size=3),
             st.dictionaries(RESOURCE_NAMES, QUANTITIES, min_size=1, max_size=3),
@@ -439,15 +461,28 @@ class SpecBuilder:
         )
         # Mostly what the API server admits: a key unless Exists, no value with Exists,
         # tolerationSeconds only with NoExecute.
-        coherent = anything.filter(
-            lambda t: (
-                not isinstance(t, dict)
-                or (
-                    (t.get("key") or t.get("operator") == "Exists")
-                    and not (t.get("operator") == "Exists" and t.get("value"))
-                    and ("tolerationSeconds" not in t or t.get("effect") == "NoExecute")
-                )
-            )
+        effects = st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute"])
+        coherent = st.one_of(
+            st.fixed_dictionaries(
+                {"key": GOOD_LABEL_KEYS},
+                optional={
+                    "operator": st.just("Equal"),
+                    "value": GOOD_LABEL_VALUES,
+                    "effect": effects,
+                },
+            ),
+            st.fixed_dictionaries(
+                {"operator": st.just("Exists")},
+                optional={"key": GOOD_LABEL_KEYS, "effect": effects},
+            ),
+            st.fixed_dictionaries(
+                {
+                    "key": GOOD_LABEL_KEYS,
+                    "effect": st.just("NoExecute"),
+                    "tolerationSeconds": st.integers(0, 3600),
+                },
+                optional={"operator": st.sampled_from(["Exists"])},
+            ),
         )
         return self.field(st.lists(weighted(coherent, anything), max_size=3))
 
@@ -558,7 +593,12 @@ class SpecBuilder:
                 "env": self.env(),
                 "nodeSelector": self.field(
                     st.dictionaries(GOOD_LABEL_KEYS, GOOD_LABEL_VALUES, max_size=2),
-                    st.dictionaries(LABEL_KEYS, LABEL_VALUES, min_size=1, max_size=2),
+                    st.dictionaries(
+                        GOOD_LABEL_KEYS if self.decidable else LABEL_KEYS,
+                        LABEL_VALUES,
+                        min_size=1,
+                        max_size=2,
+                    ),
                 ),
                 "tolerations": self.tolerations(),
                 "affinity": self.free(AFFINITY_VALID, AFFINITY_HOSTILE),
@@ -605,7 +645,12 @@ class SpecBuilder:
         metadata = st.fixed_dictionaries(
             {
                 "name": weighted(dns_subdomain(), HOSTILE_NAMES, one_in=12),
-                "namespace": weighted(st.just("ml"), NAMESPACES, one_in=12),
+                # Behind an API server the namespace always exists, so it is a DNS label.
+                "namespace": (
+                    st.one_of(st.just("ml"), long_dns_label())
+                    if self.decidable
+                    else weighted(st.just("ml"), NAMESPACES, one_in=12)
+                ),
             },
             optional={
                 "uid": st.uuids().map(str),
@@ -623,8 +668,15 @@ class SpecBuilder:
 
 
 def model_deployments(
-    *, garbage: bool = True, unknown: bool = True, hostile_free_form: bool = True
+    *,
+    garbage: bool = True,
+    unknown: bool = True,
+    hostile_free_form: bool = True,
+    decidable: bool = False,
 ) -> Strategy:
     return SpecBuilder(
-        garbage=garbage, unknown=unknown, hostile_free_form=hostile_free_form
+        garbage=garbage,
+        unknown=unknown,
+        hostile_free_form=hostile_free_form,
+        decidable=decidable,
     ).document()
