@@ -48,8 +48,37 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 
 CLUSTER_URI_SCHEMES = ("s3", "gs", "https", "pvc")
-# An object-store URI must name a bucket; pvc:// must name a claim.
-MODEL_URI_PATTERN = r"^(s3|gs|https|pvc)://[^/@?#\s]+(/[^\s]*)?$"
+# What a cluster's model URI may be: exactly what the storage initializer (and the pvc volume
+# mount) can use, so kubectl apply refuses what a pod could never fetch. No control
+# characters or spaces anywhere. s3/gs: a bucket name (lowercase), a key, no query or
+# fragment. https: a host, a port up to 65535, a path naming a file (not ending in /), then
+# an optional query and fragment. pvc: a claim name (a DNS subdomain), an optional sub-path.
+_URI_CHAR = r"[^\x00-\x20\x7f?#]"
+_URI_BUCKET = r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?"
+_URI_HOST = (
+    r"([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])"
+)
+_URI_PORT = (
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+)
+MODEL_URI_PATTERN = (
+    rf"^((s3|gs)://{_URI_BUCKET}(/{_URI_CHAR}*)?"
+    rf"|https://{_URI_HOST}{_URI_PORT}/{_URI_CHAR}*[^\x00-\x20\x7f?#/]"
+    r"(\?[^\x00-\x20\x7f#]*)?(#[^\x00-\x20\x7f]*)?"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    rf"(/{_URI_CHAR}*)?)$"
+)
+# user:password@ before the host.
+URI_USERINFO_PATTERN = r"^[A-Za-z0-9+.-]+://[^/?#]*@"
+# '.' and '..' segments, also percent-encoded: a traversal out of the bucket, the claim or
+# the server's directory.
+URI_DOT_SEGMENT_PATTERN = r"(^|/)(\.|%2[eE]){1,2}(/|$)"
+# A query that carries a credential: a presigned URL's signature, a token, a password.
+URI_QUERY_CREDENTIAL_PATTERN = (
+    r"(?i)[?&](x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|"
+    r"x-goog-credential|signature|sig|token|access_token|password|secret)="
+)
 MAX_URI_LENGTH = 2048
 
 
@@ -129,6 +158,8 @@ UP_TO_100_PERCENT_PATTERN = r"^([0-9]+|(100|[1-9]?[0-9])%)$"
 def _count_as_number(value: str | int) -> str | int:
     # The API server takes a string only as a percentage ("5" is refused): "5" means 5.
     return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
 Quantity = Annotated[
     str | int,
     _matching(QUANTITY_PATTERN, "a Kubernetes quantity such as 500m or 2Gi"),
@@ -166,6 +197,11 @@ IntOrPercent = Annotated[
 ]
 
 
+def _cel_string(text: str) -> str:
+    """A Python string as a CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class ModelSource(_Model):
     uri: str = _desc(
         "Where the model lives: s3://bucket/path, gs://bucket/path, https://host/path (a file or "
@@ -193,13 +229,18 @@ class ModelSource(_Model):
 
     cel_rules = (
         (
-            "!self.uri.matches('^[a-z0-9]+://[^/]*@')",
+            f"!self.uri.matches({_cel_string(URI_USERINFO_PATTERN)})",
             "model.uri must not embed credentials (user:password@); put them in a Secret and "
             "set model.credentialsSecret",
         ),
         (
-            "!self.uri.matches('(^|/)\\\\.\\\\.(/|$)')",
-            "model.uri must not contain '..' path segments",
+            f"!self.uri.matches({_cel_string(URI_QUERY_CREDENTIAL_PATTERN)})",
+            "model.uri must not carry credentials in its query (a presigned URL's signature, a "
+            "token); put them in a Secret and set model.credentialsSecret",
+        ),
+        (
+            f"!self.uri.matches({_cel_string(URI_DOT_SEGMENT_PATTERN)})",
+            "model.uri must not contain '.' or '..' path segments (also not as %2e)",
         ),
         (
             "!has(self.credentialsSecret) || !self.uri.startsWith('pvc://')",
@@ -210,21 +251,34 @@ class ModelSource(_Model):
     @field_validator("uri", mode="before")
     @classmethod
     def _uri(cls, value: Any, info: ValidationInfo) -> Any:
+        # The messages never repeat the URI: it may hold a secret.
         if not isinstance(value, str):
             return value
-        if re.match(r"^[a-z0-9]+://[^/]*@", value):
+        local = bool((info.context or {}).get("local"))
+        if re.match(URI_USERINFO_PATTERN, value):
             raise ValueError(
                 "must not embed credentials (user:password@); put them in a Secret and set "
                 "model.credentialsSecret"
             )
-        if re.search(r"(^|/)\.\.(/|$)", value):
-            raise ValueError("must not contain '..' path segments")
-        if (info.context or {}).get("local") and _is_local_uri(value):
-            # `kubeserve serve` reads models from this machine; the pattern is for clusters.
+        if not local and re.search(URI_QUERY_CREDENTIAL_PATTERN, value):
+            # In a cluster the URI is in the pod spec, readable by anyone who can read pods.
+            raise ValueError(
+                "must not carry credentials in its query (a presigned URL's signature, a "
+                "token); put them in a Secret and set model.credentialsSecret "
+                "(HTTPS_BEARER_TOKEN for https)"
+            )
+        if local and _is_local_uri(value):
+            # `kubeserve serve` reads models from this machine ("./model" is fine there); the
+            # pattern is for clusters.
+            if re.search(r"(^|/)\.\.(/|$)", value):
+                raise ValueError("must not contain '..' path segments")
             return value
+        if re.search(URI_DOT_SEGMENT_PATTERN, value):
+            raise ValueError("must not contain '.' or '..' path segments (also not as %2e)")
         if not re.match(MODEL_URI_PATTERN, value):
             raise ValueError(
-                "must be s3://bucket/path, gs://bucket/path, https://host/path or pvc://claim/path"
+                "must be s3://bucket/key, gs://bucket/key, https://host/file (a file, not a "
+                "directory) or pvc://claim/path, without spaces or control characters"
             )
         return value
 
