@@ -35,6 +35,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.reliability)
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from rel_settings import BOUNDS, FIGURES
+
+    if not FIGURES and not BOUNDS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("reliability figures")
+    for name, value in sorted(FIGURES.items()):
+        write(f"{name}: {value:g}")
+    for name, (observed, limit) in sorted(BOUNDS.items()):
+        write(f"{name}: {observed:g} (bound {limit:g})")
+
+
 @pytest.fixture
 def cluster(kmock: Any) -> Any:
     """kmock with the built-in resources and our CRD declared (like tests/integration)."""

@@ -24,3 +24,19 @@ def fuzz(max_examples: int) -> settings:
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
+
+
+# Figures the suite prints at the end (docs/reliability.md quotes a run of them).
+FIGURES: dict[str, float] = {}
+BOUNDS: dict[str, tuple[float, float]] = {}
+
+
+def count(name: str, amount: float = 1) -> None:
+    FIGURES[name] = FIGURES.get(name, 0) + amount
+
+
+def bound(name: str, observed: float, limit: float) -> None:
+    """An observed request count and the bound a test holds it to (the worst case kept)."""
+    old = BOUNDS.get(name)
+    if old is None or observed > old[0]:
+        BOUNDS[name] = (observed, limit)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from crd_validator import crd_errors
 from hypothesis import event, given
-from rel_settings import CEL_EXAMPLES, fuzz
+from rel_settings import CEL_EXAMPLES, count, fuzz
 from rel_strategies import model_deployments
 
 from kubeserve.api import InvalidSpec, ModelDeployment
@@ -55,6 +55,7 @@ def api_server_view(value: Any, schema: dict[str, Any] = SCHEMA) -> Any:
 
 
 def agree(obj: dict[str, Any]) -> list[str]:
+    count("examples: CRD vs operator")
     obj = api_server_view(copy.deepcopy(obj))
     errors = crd_errors(copy.deepcopy(obj))
     try:

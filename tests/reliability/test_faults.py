@@ -35,6 +35,7 @@ from rel_harness import (
     operator,
     requests_by,
 )
+from rel_settings import bound, count
 
 from kubeserve.config import OperatorConfig
 from kubeserve.kube import RetryPolicy
@@ -144,6 +145,7 @@ async def test_operator_converges_through_faults(
     took, requests = await run_until_converged(cluster, body)
 
     injected = len(cluster.injected)
+    count("faults injected (refused before kmock stores anything)", injected)
     if target == "event-post":
         # Events are best effort: a lost one is logged, not retried by a later reconcile.
         assert 1 <= injected <= times
@@ -151,8 +153,9 @@ async def test_operator_converges_through_faults(
         assert injected == times, "every planned fault was hit"
     assert_no_duplicates(cluster, body)
     resyncs = int(took // CONFIG.resync_seconds) + 1
-    bound = (3 + resyncs + injected) * reconcile_cost(body)
-    assert requests <= bound, f"{requests} requests for {injected} faults (bound {bound})"
+    limit = (3 + resyncs + injected) * reconcile_cost(body)
+    bound(f"requests, {injected} x {fault} on {target}", requests, limit)
+    assert requests <= limit, f"{requests} requests for {injected} faults (bound {limit})"
 
 
 async def test_retry_after_is_honoured(cluster: FaultyEmulator) -> None:
@@ -195,8 +198,10 @@ async def test_permanent_fault_is_retried_with_backoff_not_a_hot_loop(
     # RetryPolicy.attempts (4) times. Resyncs and watch replays add none while it backs
     # off (before the fix: one per resync and per replay, 107 an hour).
     attempts = RetryPolicy().attempts
+    bound("applies under a permanent 503, 1800 s", len(applies), 14 * attempts)
     assert 12 * attempts <= len(applies) <= 14 * attempts, len(applies)
     total = len(requests_by(cluster))
+    bound("requests under a permanent 503, 1800 s", total, 14 * (attempts + CHILD_GETS + 4))
     assert total <= 14 * (attempts + CHILD_GETS + 4), total
 
 
@@ -209,7 +214,10 @@ async def test_lost_responses_after_commit_still_converge(cluster: FaultyEmulato
     body = model_deployment(replicas=2)
     took, requests = await run_until_converged(cluster, body)
     assert_no_duplicates(cluster, body)
-    assert requests <= (3 + 4 + int(took // CONFIG.resync_seconds)) * reconcile_cost(body)
+    count("responses lost after commit (kmock DSL)", 4)
+    limit = (3 + 4 + int(took // CONFIG.resync_seconds)) * reconcile_cost(body)
+    bound("requests, 4 responses lost after commit", requests, limit)
+    assert requests <= limit
 
 
 async def test_conflict_on_every_call_for_a_while(cluster: FaultyEmulator) -> None:
@@ -224,7 +232,9 @@ async def test_conflict_on_every_call_for_a_while(cluster: FaultyEmulator) -> No
         await eventually(lambda: converged(cluster, body), timeout=400, step=0.5)
         await asyncio.sleep(10)
     assert_no_duplicates(cluster, body)
+    count("faults injected (refused before kmock stores anything)", len(cluster.injected))
     # Backoff 2..256 s within 300 s: at most 9 reconciles before the faults clear.
+    bound("requests during 300 s of 409 on every write", during, 9 * reconcile_cost(body) + 20)
     assert during <= 9 * reconcile_cost(body) + 20, during
 
 

@@ -23,7 +23,7 @@ import yaml
 from hypothesis import event, given
 from hypothesis import strategies as st
 from rel_k8s import problems
-from rel_settings import CLI_EXAMPLES, FIELD_EXAMPLES, RENDER_EXAMPLES, fuzz
+from rel_settings import CLI_EXAMPLES, FIELD_EXAMPLES, RENDER_EXAMPLES, count, fuzz
 from rel_strategies import (
     AFFINITY_HOSTILE,
     AFFINITY_VALID,
@@ -107,6 +107,7 @@ def condition(result: ReconcileResult, kind: str) -> dict[str, Any]:
 def check_property(obj: dict[str, Any]) -> None:
     """Admitted: every child passes the API server's checks. Refused: InvalidSpec names the
     field, and reconcile touches nothing and says so in the status."""
+    count("examples: render + reconcile")
     try:
         children = render(ModelDeployment.parse(obj), CFG)
         refused: InvalidSpec | None = None
@@ -116,6 +117,7 @@ def check_property(obj: dict[str, Any]) -> None:
     ready = condition(result, "Ready")
 
     if refused is not None:
+        count("examples: refused with InvalidSpec")
         event("refused: " + refused.field.split(".")[0 if refused.field.count(".") < 1 else 1])
         assert_names_the_field(obj, refused)
         assert api.applied == [] and api.deleted == [], "an invalid spec must touch nothing"
@@ -221,6 +223,7 @@ ERROR_LINE = re.compile(r"^kubeserve: (invalid ModelDeployment: .+|cannot read .
 
 
 def assert_cli_contract(data: bytes) -> None:
+    count("examples: kubeserve render -f")
     code, out, err = run_cli(data)
     assert code in (0, 1), code
     if code == 0:

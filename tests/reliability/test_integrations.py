@@ -30,6 +30,7 @@ from rel_harness import (
     operator,
     requests_by,
 )
+from rel_settings import bound
 
 from kubeserve.config import OperatorConfig
 
@@ -77,7 +78,9 @@ async def test_keda_not_installed_is_a_condition_and_no_hot_loop(
     # the apply, the discovery of keda.sh/v1alpha1. Reconciles: one per resync period and a
     # few at the start. A loop would make thousands.
     reconciles = window / RESYNC + 5
+    bound("keda.sh requests with KEDA absent, 1800 s", len(keda_requests), 3 * reconciles)
     assert len(keda_requests) <= 3 * reconciles, len(keda_requests)
+    bound("requests with KEDA absent, 1800 s", len(requests_by(cluster)), 10 * reconciles)
     assert len(requests_by(cluster)) <= 10 * reconciles, len(requests_by(cluster))
 
 
@@ -114,6 +117,7 @@ async def test_no_gpu_node_gives_a_condition(cluster: FaultyEmulator) -> None:
     assert "NVIDIA-A100-SXM4-80GB" in placement["message"]
     # Ready=False for want of a node is a reconcile verdict, not the Deployment's: its
     # events must not re-queue the object for ever (they did: 391 reconciles in 5 s).
+    bound("requests, no GPU node, 120 s", len(requests_by(cluster)), 4 * 20)
     assert len(requests_by(cluster)) <= 4 * 20, len(requests_by(cluster))
     ready = condition(md_object(cluster), "Ready")
     assert ready is not None and ready["status"] == "False"

@@ -15,7 +15,7 @@ import pytest
 from crd_validator import crd_errors
 from hypothesis import event, given
 from hypothesis import strategies as st
-from rel_settings import fuzz
+from rel_settings import count, fuzz
 from rel_strategies import model_uris
 
 from kubeserve.api import MAX_URI_LENGTH, InvalidSpec, ModelDeployment
@@ -181,6 +181,7 @@ VALID_CLUSTER_URIS = st.one_of(
 @fuzz(400)
 @given(uri=st.one_of(VALID_CLUSTER_URIS, model_uris()))
 def test_the_crd_the_operator_and_the_pod_agree_on_uris(uri: str) -> None:
+    count("examples: model URIs")
     obj = md(uri)
     crd = crd_errors(copy.deepcopy(obj))
     try:

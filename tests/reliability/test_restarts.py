@@ -32,6 +32,7 @@ from rel_harness import (
     start_operator,
     user_agent,
 )
+from rel_settings import count
 
 from kubeserve import api
 from kubeserve.config import OperatorConfig
@@ -41,7 +42,6 @@ pytestmark = [pytest.mark.kmock(cls=FaultyEmulator), pytest.mark.looptime]
 SEED = 20260601
 CASES = 20
 CONFIG = OperatorConfig()
-KILLS: list[int] = []  # kills per case, for docs/reliability.md
 MD_PATH = f"/apis/{api.API_VERSION}/namespaces/{NAMESPACE}/{api.PLURAL}/mnist"
 
 # Specs that add and remove children of every kind: HPA <-> KEDA <-> none, PDB, ConfigMap
@@ -146,10 +146,11 @@ async def test_killed_mid_reconcile_then_restarted_converges(
     # No duplicate creates and no delete-and-recreate churn: an object is created at most
     # once each time the spec starts wanting it.
     allowed = creations_allowed([spec for spec, _, _ in plan(case)])
-    for (plural, _ns, _name), count in cluster.created.items():
+    for (plural, _ns, _name), created in cluster.created.items():
         if plural in CHILD_PLURALS:
-            assert count <= allowed.get(plural, 0), (plural, count, allowed)
-    KILLS.append(kills)
+            assert created <= allowed.get(plural, 0), (plural, created, allowed)
+    count("operator kills survived", kills)
+    count("restart cases converged")
     md = cluster.objects[(cluster.resource(MD_RESOURCE), NAMESPACE, "mnist")].raw
     assert md["status"]["observedGeneration"] == 3
     assert len(requests_by(cluster)) < 2000
