@@ -23,12 +23,14 @@ import asyncio
 import collections
 import contextlib
 import copy
+import gc
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import aiohttp.web
 import kopf
 from kmock._internal import enums, rendering
@@ -181,9 +183,18 @@ class OperatorRun:
         for task in ours:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Only so the test leaves no open sockets behind (a dead process has none): our
+        # client's session, and kopf's, which nothing closes after a cancellation.
         kube = getattr(self.memo, "kube", None)
         if kube is not None:
-            await kube.close()  # only so the test leaves no unclosed sockets behind
+            await kube.close()
+        for obj in gc.get_objects():
+            if (
+                isinstance(obj, aiohttp.ClientSession)
+                and not obj.closed
+                and str(obj.headers.get("User-Agent", "")).startswith("kopf/")
+            ):
+                await obj.close()
 
     async def graceful(self) -> None:
         self.stop.set()
