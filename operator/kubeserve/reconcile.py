@@ -166,7 +166,7 @@ async def reconcile(
     return ReconcileResult(status, events)
 
 
-def _condition(kind: str, verdict: Any) -> Verdict:
+def _condition(kind: str, verdict: SchedVerdict) -> Verdict:
     """A Schedulable/AutoscalerReady verdict (status, reason, message) as a condition."""
     return Verdict(kind, verdict.status, verdict.reason, verdict.message)
 

@@ -33,8 +33,7 @@ from typing import Any
 from .api import ModelDeployment
 from .config import OperatorConfig
 from .resources import gpu as gpu_rules
-
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+from .status import FALSE, TRUE, UNKNOWN
 
 # Reasons of the Schedulable condition.
 NODES_MATCH = "NodesMatch"

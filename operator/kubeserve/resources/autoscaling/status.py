@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ...api import AutoscalingEngine, ModelDeployment
-from ...scheduling import FALSE, TRUE, UNKNOWN, Verdict
+from ...scheduling import Verdict
+from ...status import FALSE, TRUE, UNKNOWN
 from ..names import child_name
 from . import keda
 
