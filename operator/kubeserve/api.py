@@ -54,7 +54,10 @@ CLUSTER_URI_SCHEMES = ("s3", "gs", "https", "pvc")
 # fragment. https: a host, a port up to 65535, a path naming a file (not ending in /), then
 # an optional query and fragment. pvc: a claim name (a DNS subdomain), an optional sub-path.
 _URI_CHAR = r"[^\x00-\x20\x7f?#]"
-_URI_BUCKET = r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?"
+# A bucket name: 3 to 222 characters (S3: 3-63; GCS: 3-63, or up to 222 with dots), lowercase
+# letters, digits, '.', '_', '-', alphanumeric at both ends. Exactly the storage initializer's
+# check (kubeserve.dataplane.storage.uri._BUCKET), so the two agree on every bucket.
+_URI_BUCKET = r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"
 _URI_HOST = (
     r"([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
     r"|\[[0-9A-Fa-f:.]+\])"

@@ -191,8 +191,8 @@ def operator(cluster: Env) -> Iterator[Env]:
         timeout=90,
     )
     yield cluster
-    # Normally test_helm_uninstall did this already. Best effort, in this order: a
-    # ModelDeployment's finalizer is removed only while the operator runs.
+    # Normally test_helm_uninstall did this already. Best effort. The operator puts no
+    # finalizer on ModelDeployments: they are deleted whether or not it still runs.
     kube.kubectl(
         "delete",
         "md",

@@ -133,11 +133,25 @@ def model_uris(draw: st.DrawFn) -> str:
     return uri
 
 
-VALID_URIS: Strategy = st.builds(
-    lambda scheme, host, path: f"{scheme}://{host}/{path}",
-    st.sampled_from(["s3", "gs", "https", "pvc"]),
-    st.one_of(DNS_LABEL, st.just("host.example")),
-    st.sampled_from(["", "m", "models/resnet/1/", "m.tar.gz", "a/b/c.onnx"]),
+# Bucket names are 3 characters or more (S3, GCS and the storage initializer); hosts and
+# claims may be a single character.
+BUCKETS: Strategy = st.one_of(
+    st.from_regex(r"\A[a-z0-9][-a-z0-9]{1,10}[a-z0-9]\Z"), st.just("host.example")
+)
+_URI_PATHS = st.sampled_from(["", "m", "models/resnet/1/", "m.tar.gz", "a/b/c.onnx"])
+VALID_URIS: Strategy = st.one_of(
+    st.builds(
+        lambda scheme, host, path: f"{scheme}://{host}/{path}",
+        st.sampled_from(["s3", "gs"]),
+        BUCKETS,
+        _URI_PATHS,
+    ),
+    st.builds(
+        lambda scheme, host, path: f"{scheme}://{host}/{path}",
+        st.sampled_from(["https", "pvc"]),
+        st.one_of(DNS_LABEL, st.just("host.example")),
+        _URI_PATHS,
+    ),
 )
 
 # --- spec fields ----------------------------------------------------------------------------

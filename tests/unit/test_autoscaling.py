@@ -47,7 +47,7 @@ def md_obj(runtime: str = "onnxruntime", **spec: Any) -> dict[str, Any]:
         "apiVersion": "kubeserve.io/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": "resnet", "namespace": "ml", "uid": "0b7e-uid"},
-        "spec": {"runtime": runtime, "model": {"uri": "s3://b/m"}, **spec},
+        "spec": {"runtime": runtime, "model": {"uri": "s3://models/m"}, **spec},
     }
 
 

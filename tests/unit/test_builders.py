@@ -244,7 +244,7 @@ def test_child_names_are_valid_and_deterministic(name: str) -> None:
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "tfserving", "torchserve"])
-@pytest.mark.parametrize("uri", ["s3://b/m", "pvc://claim/dir", "https://h.example/m.zip"])
+@pytest.mark.parametrize("uri", ["s3://models/m", "pvc://claim/dir", "https://h.example/m.zip"])
 @pytest.mark.parametrize(
     "extra",
     [

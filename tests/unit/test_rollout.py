@@ -31,7 +31,7 @@ def md(**spec: Any) -> ModelDeployment:
             "apiVersion": "kubeserve.io/v1alpha1",
             "kind": "ModelDeployment",
             "metadata": {"name": "resnet", "namespace": "ml"},
-            "spec": {"runtime": "tfserving", "model": {"uri": "s3://b/m"}, **spec},
+            "spec": {"runtime": "tfserving", "model": {"uri": "s3://models/m"}, **spec},
         }
     )
 

@@ -71,7 +71,7 @@ def md(**spec: Any) -> ModelDeployment:
             "apiVersion": "kubeserve.io/v1alpha1",
             "kind": "ModelDeployment",
             "metadata": {"name": "resnet", "namespace": "ml"},
-            "spec": {"runtime": "onnxruntime", "model": {"uri": "s3://b/m"}, **spec},
+            "spec": {"runtime": "onnxruntime", "model": {"uri": "s3://models/m"}, **spec},
         }
     )
 
