@@ -25,6 +25,7 @@ import kopf
 
 from . import api, metrics
 from .config import OperatorConfig
+from .inventory import take_inventory
 from .kube import ApiError, Credentials, KubeClient
 from .operator_main import LOG_OBJECT
 from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
@@ -55,12 +56,15 @@ class RetryForever:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = RetryForever()
-    if getattr(memo, "namespaced", False):
+    # The watched namespaces; empty: all of them.
+    memo.namespaces = list(getattr(memo, "namespaces", None) or [])
+    if memo.namespaces:
         # Namespaced RBAC grants no cluster-wide namespace or CRD listing to scan with.
         settings.scanning.disabled = True
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
     memo.cache = ChildCache()
+    memo.inventory = None  # the task taking the startup inventory, once there is a client
     # The generation each ModelDeployment's latest reconcile attempt saw.
     memo.failed_generation = {}
     # The last status written per ModelDeployment uid (we are its only writer).
@@ -129,7 +133,7 @@ async def model_deployment_event(
         metrics.forget(namespace, name)
         return
     status = body.get("status") or {}
-    seen = body.get("metadata", {}).get("uid", "") in memo.cache.swept
+    seen = body.get("metadata", {}).get("uid", "") in memo.cache.visited
     generation = body["metadata"].get("generation")
     if memo.queue.failures(key) and memo.failed_generation.get(key) == generation:
         # Failing, and this event (a watch replay, say) brings no new spec: its backoff
@@ -151,6 +155,10 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
         # same change is not written, and announced, twice.
         body = {**body, "status": memo.written[uid]}
     kube: KubeClient = memo.kube
+    if memo.inventory is None:
+        memo.inventory = asyncio.create_task(_take_inventory(memo), name="kubeserve-inventory")
+        memo.tasks.append(memo.inventory)
+    await asyncio.shield(memo.inventory)
     # Log lines of this work (client retries, event posting, a failure the queue reports)
     # name the object. Left set when the attempt fails, for the queue's line; the next item
     # sets its own.
@@ -168,6 +176,27 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
     if await _write_status(kube, body, result):
         memo.written[uid] = result.status
     LOG_OBJECT.reset(token)
+
+
+async def _take_inventory(memo: kopf.Memo) -> None:
+    """Before the first reconcile: see inventory.py. On failure, reconciles look up instead."""
+    if any(set(namespace) & set("*?[!") for namespace in memo.namespaces):
+        logger.info("no startup inventory: namespace patterns cannot be listed")
+        return
+    started = asyncio.get_running_loop().time()
+    try:
+        owners = await take_inventory(memo.kube, memo.namespaces or None)
+    except ApiError as exc:
+        logger.warning(
+            "no startup inventory (%s): each ModelDeployment's first reconcile looks up "
+            "all its child kinds instead",
+            exc,
+        )
+        return
+    memo.cache.owners.update(owners)
+    memo.cache.inventoried = True
+    elapsed = asyncio.get_running_loop().time() - started
+    logger.info("startup inventory: %d children in %.1fs", len(owners), elapsed)
 
 
 def _nodes(memo: kopf.Memo) -> list[NodeSummary]:
@@ -254,7 +283,7 @@ async def child_deployment_event(
     if (md.get("status") or {}).get("observedGeneration") is None:
         return  # not reconciled yet: the queued reconcile writes the first status
     if type == "DELETED":
-        memo.cache.owned.discard(("Deployment", key[0], body["metadata"]["name"]))
+        memo.cache.owners.pop(("Deployment", key[0], body["metadata"]["name"]), None)
         memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync
         return
     status = status_from_deployment(md, body, memo.config, now=now_rfc3339())

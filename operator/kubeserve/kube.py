@@ -99,10 +99,28 @@ class KubeClient:
             raise
 
     async def list(
-        self, api_version: str, plural: str, namespace: str | None = None
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page_size: int = 500,
     ) -> list[dict[str, Any]]:
-        result = await self._request("GET", resource_path(api_version, plural, namespace))
-        return list(result.get("items", []))
+        """All matching objects, fetched in pages so a large list never lands at once."""
+        params = {"limit": str(page_size)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        items: list[dict[str, Any]] = []
+        while True:
+            page = await self._request(
+                "GET", resource_path(api_version, plural, namespace), params=params
+            )
+            items.extend(page.get("items", []))
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params["continue"] = token
 
     async def apply(
         self, obj: dict[str, Any], plural: str, *, field_manager: str, force: bool = True

@@ -88,6 +88,6 @@ def run_operator(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness or None,
-        memo=kopf.Memo(namespaced=bool(namespaces)),
+        memo=kopf.Memo(namespaces=list(namespaces)),
     )
     return 0

@@ -12,9 +12,10 @@ Where each permission comes from:
   ``blockOwnerDeletion: true`` (resources/labels.py); on clusters with the
   OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters),
   setting it needs update on the owner's ``finalizers`` subresource.
-- Children (``CHILD_KINDS``): get (observe), create (server-side apply to a missing object is a
-  create), patch (server-side apply), delete (prune). Deployments are also listed and watched:
-  the operator watches the Deployments it owns to update the status.
+- Children (``CHILD_KINDS``): get (observe), list (the startup inventory, by label),
+  create (server-side apply to a missing object is a create), patch (server-side apply),
+  delete (prune). Deployments are also watched: the operator watches the Deployments it owns
+  to update the status.
 - Events (core v1): kopf posts them with POST, never PATCH or PUT (kopf's documented RBAC needs
   only ``create``).
 - Nodes: get, list and watch, read-only, for the GPU ``Schedulable`` condition.
@@ -41,7 +42,8 @@ VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete")
 MODEL_DEPLOYMENT_VERBS = ("get", "list", "watch", "patch")
 STATUS_VERBS = ("get", "patch")
 FINALIZERS_VERBS = ("update",)
-CHILD_VERBS = ("get", "create", "patch", "delete")
+# list: the startup inventory (inventory.py), one LIST per kind instead of a GET per object.
+CHILD_VERBS = ("get", "list", "create", "patch", "delete")
 # Children the operator watches as well as writes: (API group, plural).
 WATCHED_CHILDREN = frozenset({("apps", "deployments")})
 WATCH_VERBS = ("list", "watch")

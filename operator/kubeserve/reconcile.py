@@ -14,6 +14,7 @@ from typing import Any
 
 from .api import InvalidSpec, ModelDeployment
 from .config import OperatorConfig
+from .inventory import ChildKey, controller_uid
 from .kube import ApiError, KubeClient
 from .render import render
 from .resources.autoscaling import (
@@ -54,23 +55,28 @@ class ReconcileResult:
 
 @dataclass
 class ChildCache:
-    """What this process knows about children, to skip GETs on every resync.
+    """What this process knows about children, so a resync needs no GETs.
 
-    ``owned`` holds children we applied ourselves, so they need no ownership check;
-    ``swept`` holds ModelDeployments whose every possible child was looked up once since
-    start (a previous process may have died after creating one we no longer want).
+    ``owners`` maps a child to the uid of the ModelDeployment controlling it, for children
+    this process applied, looked up, or found in the startup inventory (inventory.py).
+    ``inventoried``: that inventory listed every kind, so every child we control is in
+    ``owners`` or was created by this process since. Without it, the first reconcile of a
+    ModelDeployment in this process (its uid not yet in ``visited``) looks up every kind.
     """
 
-    owned: set[tuple[str, str, str]] = field(default_factory=set)
-    swept: set[str] = field(default_factory=set)
+    owners: dict[ChildKey, str] = field(default_factory=dict)
+    visited: set[str] = field(default_factory=set)
+    inventoried: bool = False
+
+    def controls(self, key: ChildKey, uid: str) -> bool:
+        return self.owners.get(key) == uid
 
     def forget(self, md_uid: str) -> None:
-        self.swept.discard(md_uid)
+        self.visited.discard(md_uid)
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = obj.get("metadata", {}).get("ownerReferences", [])
-    return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+    return controller_uid(obj) == uid
 
 
 async def reconcile(
@@ -117,7 +123,7 @@ async def reconcile(
         await kube.delete(
             kind.api_version, kind.plural, md.namespace, name, uid=stale["metadata"]["uid"]
         )
-        cache.owned.discard((kind.kind, md.namespace, name))
+        cache.owners.pop((kind.kind, md.namespace, name), None)
         events.append(("Normal", "Pruned", f"deleted {kind.kind} {name}"))
 
     applied: dict[str, dict[str, Any]] = {}
@@ -142,7 +148,7 @@ async def reconcile(
                 autoscaler_verdict = _condition("AutoscalerReady", KEDA_NOT_INSTALLED)
             blockers.append(verdict)
             continue
-        cache.owned.add((kind.kind, md.namespace, obj["metadata"]["name"]))
+        cache.owners[(kind.kind, md.namespace, obj["metadata"]["name"])] = uid
 
     deployment = applied.get("Deployment", existing.get("Deployment"))
     verdicts = [valid_spec_verdict(), *deployment_verdicts(deployment)]
@@ -243,32 +249,34 @@ async def _fetch_children(
 ) -> dict[str, dict[str, Any]]:
     """The children that need a look, fetched concurrently by their deterministic name.
 
-    First sight of a ModelDeployment in this process: every kind, even when it has no status
-    yet (a process that died before its first status write may have created children the
-    spec no longer wants). Later: desired kinds we have not applied ourselves (an object of
-    that name may belong to someone else) and kinds we applied but no longer want (to prune
-    them).
+    Without a startup inventory, on first sight of a ModelDeployment in this process: every
+    kind, even when it has no status yet (a process that died before its first status write
+    may have created children the spec no longer wants). Otherwise: desired kinds we do not
+    know to be ours (an object of that name may belong to someone else) and kinds we control
+    but no longer want (to prune them).
     """
     name = child_name(md.name)
     uid = md.metadata.uid or ""
 
-    def known(kind: ChildKind) -> bool:
-        return (kind.kind, md.namespace, name) in cache.owned
+    def ours(kind: ChildKind) -> bool:
+        return cache.controls((kind.kind, md.namespace, name), uid)
 
-    if uid in cache.swept:
-        kinds = [k for k in CHILD_KINDS if (k.kind in wanted) != known(k)]
+    if cache.inventoried or uid in cache.visited:
+        kinds = [k for k in CHILD_KINDS if (k.kind in wanted) != ours(k)]
     else:
         kinds = list(CHILD_KINDS)
     found = await asyncio.gather(
         *(kube.get(k.api_version, k.plural, md.namespace, name) for k in kinds)
     )
-    cache.swept.add(uid)
+    cache.visited.add(uid)
     existing = {k.kind: obj for k, obj in zip(kinds, found, strict=True) if obj}
     for kind in kinds:
-        if kind.kind in existing and owned_by(existing[kind.kind], uid):
-            cache.owned.add((kind.kind, md.namespace, name))
+        key = (kind.kind, md.namespace, name)
+        controller = controller_uid(existing[kind.kind]) if kind.kind in existing else None
+        if controller:
+            cache.owners[key] = controller
         else:
-            cache.owned.discard((kind.kind, md.namespace, name))
+            cache.owners.pop(key, None)
     return existing
 
 

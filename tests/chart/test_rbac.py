@@ -138,9 +138,9 @@ def test_every_child_kind_has_exactly_the_operators_verbs() -> None:
     granted = rbac.permissions(rbac.rules(namespaced=True))
     for kind in kinds.CHILD_KINDS:
         verbs = {v for g, r, v in granted if (g, r) == (kind.group, kind.plural)}
-        expected = {"get", "create", "patch", "delete"}
+        expected = {"get", "list", "create", "patch", "delete"}
         if kind.kind == "Deployment":
-            expected |= {"list", "watch"}
+            expected |= {"watch"}
         assert verbs == expected, kind
 
 
@@ -200,4 +200,4 @@ def test_a_new_child_kind_without_chart_rbac_fails_the_comparison(
     monkeypatch.setattr(rbac, "CHILD_KINDS", (*kinds.CHILD_KINDS, extra))
     chart = rules_of(named(render(), "ClusterRole", "kubeserve"))
     missing = rbac.permissions(rbac.rules(namespaced=False)) - rbac.permissions(chart)
-    assert missing == {("batch", "jobs", v) for v in ("get", "create", "patch", "delete")}
+    assert missing == {("batch", "jobs", v) for v in ("get", "list", "create", "patch", "delete")}

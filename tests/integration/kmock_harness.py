@@ -5,10 +5,12 @@ A real API server creates the object; so does ApplyingEmulator, assigning a uid 
 resourceVersion like the real server would. Field ownership and conflicts remain unemulated;
 the kind e2e suite is the judge of those.
 
-kmock decides which reaction serves a request by replaying its whole request history through
-every reaction's filters, so each request costs O(requests so far): a few hundred
-ModelDeployments took minutes. ApplyingEmulator matches plain filter chains against the one
-request instead; the responses are the same.
+kmock is written for a handful of objects: it picks the reaction for a request by replaying
+the whole request history through every reaction's filters, finds an object by scanning all
+of them, and formats a traceback into every 404. So each request cost O(requests + objects),
+and a few hundred ModelDeployments took minutes. ApplyingEmulator matches filter chains
+against the one request, finds a named object by its key and leaves the traceback out; the
+responses are otherwise the same.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import aiohttp
 import kopf
 from kmock import KubernetesEmulator
-from kmock._internal import apps, dsl, enums, rendering
+from kmock._internal import apps, dsl, enums, k8s, rendering
 
 from kubeserve import api
 from kubeserve.config import OperatorConfig
@@ -74,6 +76,28 @@ def _priority_order(payload: Any) -> tuple[float, ...]:
 
 
 class ApplyingEmulator(KubernetesEmulator, DirectMatching):  # type: ignore[misc]
+    def _KubernetesEmulator__get_objs(self, request: rendering.Request, strict: bool) -> Any:
+        # Overrides kmock's private linear scan (the name is how Python mangles ``__get_objs``).
+        named = request.resource is not None and request.name is not None
+        if named and (strict or request.namespace is not None):
+            key = (request.resource, request.namespace, request.name)
+            return [self._objects[key]] if key in self._objects else []
+        return super()._KubernetesEmulator__get_objs(request, strict)
+
+    async def _render_error(self, exc: Exception) -> Any:
+        if isinstance(exc, k8s.KubernetesError) and not exc.details:
+            status = {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "metadata": {},
+                "code": exc.status,
+                "status": "Failure",
+                "reason": exc.reason or type(exc).__name__,
+                "message": exc.message or repr(exc),
+            }
+            return aiohttp.web.json_response(status, status=exc.status)
+        return await super()._render_error(exc)
+
     async def _handle(self, request: rendering.Request) -> Any:
         if (
             request.resource is not None

@@ -15,6 +15,8 @@ from kmock_harness import (
 )
 
 from kubeserve import api
+from kubeserve.kube import resource_path
+from kubeserve.resources.kinds import CHILD_KINDS
 
 MD_PATH = f"/apis/{api.API_VERSION}/namespaces/{NAMESPACE}/{api.PLURAL}"
 
@@ -67,6 +69,28 @@ async def test_create_applies_children_with_owner_and_field_manager(
     assert applies, "children must be written with server-side apply"
     assert {r.params.get("fieldManager") for r in applies} == {"kubeserve"}
     assert {r.params.get("force") for r in applies} == {"true"}
+
+
+async def test_one_list_per_child_kind_at_startup_then_only_the_wanted_children_are_looked_up(
+    kmock: Any, kube_api: Api
+) -> None:
+    """The startup inventory replaces a lookup of every child kind for every object."""
+    body = model_deployment(replicas=2)  # a Deployment, a Service and a PDB
+    async with running_operator(kmock):
+        await kube_api.create_md(body)
+        await eventually(lambda: md_status(kmock).get("observedGeneration"))
+
+    ours = [r for r in kmock if r.headers.get("User-Agent", "").startswith("kubeserve")]
+    lists = [r for r in ours if r.method == "GET" and r.name is None]
+    assert sorted(r.url.path for r in lists) == sorted(
+        resource_path(kind.api_version, kind.plural) for kind in CHILD_KINDS
+    )
+    assert {r.params.get("labelSelector") for r in lists} == {
+        "app.kubernetes.io/managed-by=kubeserve"
+    }
+    # Only a child we are about to apply needs a look (it may belong to someone else).
+    lookups = [r.resource.plural for r in ours if r.method == "GET" and r.name is not None]
+    assert sorted(lookups) == ["deployments", "poddisruptionbudgets", "services"]
 
 
 async def test_status_reports_url_and_readiness_from_the_deployment(

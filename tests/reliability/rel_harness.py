@@ -214,6 +214,7 @@ async def start_operator(
     memo = kopf.Memo(
         connection=kopf.ConnectionInfo(server=str(kmock.url)),
         config=config or OperatorConfig(),
+        namespaces=list(namespaces or []),
     )
     settings = kopf.OperatorSettings()
     # When its root task is cancelled without the stop flag (our kill(), or kopf giving up on

@@ -23,6 +23,7 @@ from kmock_harness import MD_RESOURCE, NAMESPACE, Api, eventually, model_deploym
 from rel_harness import (
     CHILD_PLURALS,
     OPERATOR_UA,
+    Fault,
     FaultyEmulator,
     converged,
     desired_children,
@@ -182,12 +183,16 @@ def test_plan_is_seeded_and_varied() -> None:
     assert {step[2] for p in plans for step in p} == {True, False}
 
 
+@pytest.mark.parametrize("inventory", ["listed", "forbidden"])
 async def test_killed_before_the_first_status_write_then_spec_shrinks(
-    cluster: FaultyEmulator,
+    cluster: FaultyEmulator, inventory: str
 ) -> None:
     """The narrowest window: children applied, the process dies before it writes any status,
     and the spec stops wanting some of them before a new process starts. The new process has
-    no status to tell it what the old one created: it must still look and prune."""
+    no status to tell it what the old one created: it must still look and prune, from its
+    startup inventory or, when it may not list children, by looking up every kind."""
+    if inventory == "forbidden":
+        cluster.inject(Fault("GET", ".", 403, times=None, params={"limit": "500"}))
     client = Api(str(cluster.url))
     first = body_for({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}, 1, "uid-shrink")
     await client.create_md(first)
@@ -209,6 +214,17 @@ async def test_killed_before_the_first_status_write_then_spec_shrinks(
     await client.request("PATCH", MD_PATH, {"spec": _clearing()})
     second = body_for({"replicas": 1}, 2, "uid-shrink")
     await client.request("PATCH", MD_PATH, {"metadata": {"generation": 2}, "spec": {"replicas": 1}})
+    restarted = len(list(cluster))
     async with operator(cluster, CONFIG):
         await eventually(lambda: converged(cluster, second), timeout=120, step=0.5)
     assert set(live(cluster)) == {("Deployment", "mnist"), ("Service", "mnist")}
+    lookups = {
+        str(r.resource.plural)
+        for r in requests_by(cluster)
+        if r.id >= restarted and r.method.value == "GET" and r.name == "mnist"
+    }
+    if inventory == "listed":
+        # Only what the inventory showed to be stale, fetched for its uid before the delete.
+        assert lookups == {"horizontalpodautoscalers", "poddisruptionbudgets"}
+    else:
+        assert lookups == set(CHILD_PLURALS), "every kind looked up on first sight"
