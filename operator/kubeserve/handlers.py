@@ -64,7 +64,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     if not hasattr(memo, "config"):
         memo.config = OperatorConfig.from_env()
     memo.cache = ChildCache()
-    memo.inventory = None  # the task taking the startup inventory, once there is a client
+    # The task doing the lookups due before the first reconcile, once there is a client.
+    memo.startup = None
+    memo.nodes_forbidden = False
     # The generation each ModelDeployment's latest reconcile attempt saw.
     memo.failed_generation = {}
     # The last status written per ModelDeployment uid (we are its only writer).
@@ -155,10 +157,10 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
         # same change is not written, and announced, twice.
         body = {**body, "status": memo.written[uid]}
     kube: KubeClient = memo.kube
-    if memo.inventory is None:
-        memo.inventory = asyncio.create_task(_take_inventory(memo), name="kubeserve-inventory")
-        memo.tasks.append(memo.inventory)
-    await asyncio.shield(memo.inventory)
+    if memo.startup is None:
+        memo.startup = asyncio.create_task(_before_first_reconcile(memo), name="kubeserve-startup")
+        memo.tasks.append(memo.startup)
+    await asyncio.shield(memo.startup)
     # Log lines of this work (client retries, event posting, a failure the queue reports)
     # name the object. Left set when the attempt fails, for the queue's line; the next item
     # sets its own.
@@ -176,6 +178,24 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
     if await _write_status(kube, body, result):
         memo.written[uid] = result.status
     LOG_OBJECT.reset(token)
+
+
+async def _before_first_reconcile(memo: kopf.Memo) -> None:
+    await _take_inventory(memo)
+    await _check_node_access(memo)
+
+
+async def _check_node_access(memo: kopf.Memo) -> None:
+    """An empty Node index means "none seen yet" or "not allowed": only the API can tell."""
+    try:
+        memo.nodes_forbidden = not await memo.kube.may_list("v1", "nodes")
+    except ApiError as exc:
+        logger.warning("could not check access to Nodes (%s)", exc)
+    if memo.nodes_forbidden:
+        logger.warning(
+            "the operator may not list Nodes: Schedulable is Unknown (NodesForbidden) for "
+            "ModelDeployments with a GPU"
+        )
 
 
 async def _take_inventory(memo: kopf.Memo) -> None:
@@ -199,10 +219,13 @@ async def _take_inventory(memo: kopf.Memo) -> None:
     logger.info("startup inventory: %d children in %.1fs", len(owners), elapsed)
 
 
-def _nodes(memo: kopf.Memo) -> list[NodeSummary]:
-    """Known Nodes; empty when none were seen (or the watch is forbidden): Unknown."""
+def _nodes(memo: kopf.Memo) -> list[NodeSummary] | None:
+    """Known Nodes; None when the operator may not list them (and has seen none)."""
     index: kopf.Index[str, NodeSummary] = memo.nodes
-    return [summary for name in index for summary in index[name]]
+    summaries = [summary for name in index for summary in index[name]]
+    if not summaries and memo.nodes_forbidden:
+        return None
+    return summaries
 
 
 async def _write_status(kube: KubeClient, body: dict[str, Any], result: ReconcileResult) -> bool:

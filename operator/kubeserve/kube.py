@@ -122,6 +122,17 @@ class KubeClient:
                 return items
             params["continue"] = token
 
+    async def may_list(self, api_version: str, plural: str) -> bool:
+        """Whether this identity may list the resource: one page of one item; 403 is no."""
+        path = resource_path(api_version, plural)
+        try:
+            await self._request("GET", path, params={"limit": "1"})
+        except ApiError as exc:
+            if exc.status == 403:
+                return False
+            raise
+        return True
+
     async def apply(
         self, obj: dict[str, Any], plural: str, *, field_manager: str, force: bool = True
     ) -> dict[str, Any]:

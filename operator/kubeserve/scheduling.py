@@ -40,6 +40,7 @@ NODES_MATCH = "NodesMatch"
 NO_MATCHING_NODES = "NoMatchingNodes"
 NO_GPU_REQUESTED = "NoGPURequested"
 NODES_UNKNOWN = "NodesUnknown"
+NODES_FORBIDDEN = "NodesForbidden"
 
 # Taints the node lifecycle controller and cloud controllers set while a condition lasts.
 _TRANSIENT_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
@@ -109,15 +110,18 @@ def schedulable(
 ) -> Verdict:
     """The Schedulable condition: could any node ever run one replica of ``md``?
 
-    ``nodes`` are Node objects or their ``node_summary``; None when the operator cannot
-    list nodes (no permission, cache not yet filled).
+    ``nodes`` are Node objects or their ``node_summary``; None when the operator may not
+    list Nodes.
     """
     gpu = md.spec.gpu
     if gpu is None:
         return Verdict(TRUE, NO_GPU_REQUESTED, "no GPU requested; the scheduler may use any node")
     if nodes is None:
         return Verdict(
-            UNKNOWN, NODES_UNKNOWN, "the operator cannot list Nodes (it needs list/watch on nodes)"
+            UNKNOWN,
+            NODES_FORBIDDEN,
+            "the operator may not list Nodes (grant it the kubeserve-nodes ClusterRole: get, "
+            "list and watch on nodes); GPU placement is not checked",
         )
     summaries = [n if isinstance(n, NodeSummary) else node_summary(n) for n in nodes]
     if not summaries:

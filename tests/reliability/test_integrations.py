@@ -157,11 +157,6 @@ async def test_namespaced_mode_with_only_namespace_permissions(cluster: FaultyEm
     assert resources == {"/api/v1/nodes"}, cluster_wide  # beyond discovery, only Nodes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="waiting for Schedulable wiring: a forbidden Nodes list reads as Unknown "
-    "NodesUnknown ('no Node observed yet'), not NodesForbidden",
-)
 async def test_nodes_forbidden_degrades_to_schedulable_unknown(cluster: FaultyEmulator) -> None:
     cluster.inject(Fault("GET", r"^/api/v1/nodes$", 403, times=None, client=None))
     body = model_deployment(gpu={"count": 1})

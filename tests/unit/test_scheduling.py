@@ -426,7 +426,9 @@ def test_summaries_give_the_same_verdict_as_whole_nodes(case: str) -> None:
 
 def test_unknown_without_nodes() -> None:
     model = md(gpu={"count": 1})
-    assert schedulable(model, None, CFG).status == "Unknown"
+    forbidden = schedulable(model, None, CFG)
+    assert (forbidden.status, forbidden.reason) == ("Unknown", "NodesForbidden")
+    assert "kubeserve-nodes" in forbidden.message
     assert schedulable(model, [], CFG).reason == "NodesUnknown"
 
 
