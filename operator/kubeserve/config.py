@@ -35,7 +35,7 @@ ENV_VARS: dict[str, str] = {
     "KUBESERVE_GPU_TAINT_KEY": "nvidia.com/gpu",
     "KUBESERVE_PROMETHEUS_URL": "http://prometheus-operated.monitoring.svc:9090",
     "KUBESERVE_CLUSTER_DOMAIN": "cluster.local",
-    "KUBESERVE_RESYNC_SECONDS": "60",
+    "KUBESERVE_RESYNC_SECONDS": "300",
     "KUBESERVE_FIELD_MANAGER": "kubeserve",
 }
 

@@ -73,7 +73,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo.written = {}
     # kopf's live index views; the queue's workers read them outside any handler.
     memo.model_deployments = kwargs["model_deployments_index"]
-    memo.nodes = kwargs["nodes_index"]
+    # Node name -> NodeSummary, kept by node_event.
+    memo.nodes = {}
 
     from .workqueue import WorkQueue
 
@@ -221,8 +222,7 @@ async def _take_inventory(memo: kopf.Memo) -> None:
 
 def _nodes(memo: kopf.Memo) -> list[NodeSummary] | None:
     """Known Nodes; None when the operator may not list them (and has seen none)."""
-    index: kopf.Index[str, NodeSummary] = memo.nodes
-    summaries = [summary for name in index for summary in index[name]]
+    summaries: list[NodeSummary] = list(memo.nodes.values())
     if not summaries and memo.nodes_forbidden:
         return None
     return summaries
@@ -266,18 +266,29 @@ def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(old.get(key) != new.get(key) for key in keys)
 
 
+# Each resync reconcile is a few no-op applies: bound what drift repair costs the API server
+# however many ModelDeployments there are (1,000 take 200 s at least).
+RESYNC_MAX_PER_SECOND = 10.0
+
+
+def resync_period(configured: float, count: int) -> float:
+    # Work is spread over half the period, so a period of 2N/rate keeps to the rate.
+    return max(configured, 2 * count / RESYNC_MAX_PER_SECOND)
+
+
 async def _resync(memo: kopf.Memo) -> None:
     """Every resync period, queue every ModelDeployment: repairs drift and hand deletions."""
+    index: kopf.Index[Key, Any] = memo.model_deployments
     period = memo.config.resync_seconds
     while True:
         await asyncio.sleep(period)
-        index: kopf.Index[Key, Any] = memo.model_deployments
+        period = resync_period(memo.config.resync_seconds, len(index))
         for key in list(index):
             if memo.queue.failures(key):
                 continue  # already due again after its backoff; never shorten a backoff
             # Spread the work over half the period instead of a thundering herd, with a
             # fixed offset per object: each one is resynced exactly once per period, so
-            # drift is repaired within resync_seconds.
+            # drift is repaired within a period.
             memo.queue.add(key, delay=_resync_offset(key, period))
 
 
@@ -346,14 +357,19 @@ def _owner(body: kopf.Body) -> dict[str, Any] | None:
 # --- Nodes (read-only, for the Schedulable condition) -----------------------------------
 
 
-@kopf.index("v1", "nodes")
-def nodes_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeSummary]:
-    return {name: node_summary(body)}
-
-
 @kopf.on.event("v1", "nodes")
-async def node_event(memo: kopf.Memo, **_: Any) -> None:
-    """Re-evaluate GPU ModelDeployments whose Schedulable verdict would change."""
+async def node_event(
+    type: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """Keep the Node summaries; re-evaluate GPU ModelDeployments whose Schedulable changes.
+
+    Not a kopf index: kopf runs no handler at all until every index is filled, so with
+    Nodes forbidden no ModelDeployment would be reconciled before a resync.
+    """
+    if type == "DELETED":
+        memo.nodes.pop(name, None)
+    else:
+        memo.nodes[name] = node_summary(body)
     summaries = _nodes(memo)
     index: kopf.Index[Key, Any] = memo.model_deployments
     for key in list(index):

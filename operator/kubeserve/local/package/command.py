@@ -38,27 +38,54 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="a TorchScript file (.pt), a Keras file (.keras), or module:factory / "
         "path/to/file.py:factory returning a torch.nn.Module or keras.Model",
     )
-    parser.add_argument("--format", required=True, choices=FORMATS,
-                        help="onnx: DIR/model.onnx; mar: DIR/NAME.mar; "
-                        "savedmodel: DIR/NAME/VERSION/saved_model.pb")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
-                        help="directory to write into (created if missing)")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="onnx: DIR/model.onnx; mar: DIR/NAME.mar; savedmodel: DIR/NAME/VERSION/saved_model.pb",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory to write into (created if missing)",
+    )
     parser.add_argument("--name", help="model name (mar, savedmodel); default: DIR's name")
     example = parser.add_argument_group("example input (PyTorch: required; Keras: optional check)")
-    example.add_argument("--input-shape", metavar="N,D,...",
-                         help="shape of an example input, batch dimension first, e.g. 1,4")
+    example.add_argument(
+        "--input-shape",
+        metavar="N,D,...",
+        help="shape of an example input, batch dimension first, e.g. 1,4",
+    )
     example.add_argument("--input-dtype", default="float32", help="dtype (default float32)")
-    example.add_argument("--example-input", metavar="FILE.pt",
-                         help="a tensor saved with torch.save, instead of --input-shape")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--handler", help="mar: a TorchServe builtin handler name or a .py file "
-                        "(default: kubeserve's tensor handler, JSON {\"data\": [[...]]})")
-    parser.add_argument("--model-version", type=int, default=1,
-                        help="savedmodel: the numeric version directory (default 1)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="largest max-abs difference the load-back check accepts "
-                        f"(default {DEFAULT_TOLERANCE:g})")
+    example.add_argument(
+        "--example-input",
+        metavar="FILE.pt",
+        help="a tensor saved with torch.save, instead of --input-shape",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
+    parser.add_argument(
+        "--handler",
+        help="mar: a TorchServe builtin handler name or a .py file "
+        '(default: kubeserve\'s tensor handler, JSON {"data": [[...]]})',
+    )
+    parser.add_argument(
+        "--model-version",
+        type=int,
+        default=1,
+        help="savedmodel: the numeric version directory (default 1)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="largest max-abs difference the load-back check accepts "
+        f"(default {DEFAULT_TOLERANCE:g})",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing artifact")
     parser.set_defaults(func=run)
 
@@ -82,8 +109,10 @@ def package(args: argparse.Namespace) -> Packaged:
 
 def _torch(args: argparse.Namespace, out_dir: Path) -> Packaged:
     if args.model.endswith((".keras", ".h5")):
-        raise LocalError(f"{args.model}: --format {args.format} needs a PyTorch model; "
-                         "package Keras models with --format savedmodel")
+        raise LocalError(
+            f"{args.model}: --format {args.format} needs a PyTorch model; "
+            "package Keras models with --format savedmodel"
+        )
     if args.input_shape and args.example_input:
         raise LocalError("give --input-shape or --example-input, not both")
     from .torch_model import check_runs, example_input, load_model, parse_shape, torch_dtype
@@ -96,18 +125,28 @@ def _torch(args: argparse.Namespace, out_dir: Path) -> Packaged:
     if args.format == "onnx":
         from .torch_onnx import package_onnx
 
-        return package_onnx(model, example, out_dir, opset=args.opset,
-                            tolerance=args.tolerance, force=args.force)
+        return package_onnx(
+            model, example, out_dir, opset=args.opset, tolerance=args.tolerance, force=args.force
+        )
     from .torch_mar import package_mar
 
-    return package_mar(model, example, out_dir, name=_name(args, out_dir), handler=args.handler,
-                       tolerance=args.tolerance, force=args.force)
+    return package_mar(
+        model,
+        example,
+        out_dir,
+        name=_name(args, out_dir),
+        handler=args.handler,
+        tolerance=args.tolerance,
+        force=args.force,
+    )
 
 
 def _savedmodel(args: argparse.Namespace, out_dir: Path) -> Packaged:
     if args.model.endswith((".pt", ".pth", ".ts", ".torchscript")):
-        raise LocalError(f"{args.model}: --format savedmodel needs a Keras model (.keras or "
-                         "module:factory); package PyTorch models with --format onnx or mar")
+        raise LocalError(
+            f"{args.model}: --format savedmodel needs a Keras model (.keras or "
+            "module:factory); package PyTorch models with --format onnx or mar"
+        )
     if args.example_input:
         raise LocalError("--example-input is for PyTorch models; use --input-shape for Keras")
     if args.model_version < 1:
@@ -119,8 +158,13 @@ def _savedmodel(args: argparse.Namespace, out_dir: Path) -> Packaged:
     from .keras_savedmodel import load_model, package_savedmodel
 
     return package_savedmodel(
-        load_model(args.model), out_dir, name=name, version=args.model_version,
-        example_shape=shape, example_dtype=args.input_dtype, tolerance=args.tolerance,
+        load_model(args.model),
+        out_dir,
+        name=name,
+        version=args.model_version,
+        example_shape=shape,
+        example_dtype=args.input_dtype,
+        tolerance=args.tolerance,
         force=args.force,
     )
 
@@ -128,6 +172,8 @@ def _savedmodel(args: argparse.Namespace, out_dir: Path) -> Packaged:
 def _name(args: argparse.Namespace, out_dir: Path) -> str:
     name: str = args.name or out_dir.resolve().name
     if not re.match(MODEL_NAME_PATTERN, name):
-        raise LocalError(f"--name {name!r}: a model name is letters, digits, '_', '.', '-' "
-                         "and starts with a letter or digit")
+        raise LocalError(
+            f"--name {name!r}: a model name is letters, digits, '_', '.', '-' "
+            "and starts with a letter or digit"
+        )
     return name

@@ -34,8 +34,10 @@ class Signature:
     outputs: tuple[TensorInfo, ...]
 
     def describe(self) -> str:
-        return (f"signature {SIGNATURE}: inputs ({'; '.join(map(str, self.inputs))}) -> "
-                f"outputs ({'; '.join(map(str, self.outputs))})")
+        return (
+            f"signature {SIGNATURE}: inputs ({'; '.join(map(str, self.inputs))}) -> "
+            f"outputs ({'; '.join(map(str, self.outputs))})"
+        )
 
 
 def load_model(reference: str) -> Any:
@@ -117,22 +119,29 @@ def verify(
     checks = [f"tf.saved_model.load reads {path}"]
     if example_shape:
         if len(signature.inputs) != 1:
-            raise LocalError("--input-shape checks single-input models only; this one takes "
-                             f"{len(signature.inputs)} inputs")
+            raise LocalError(
+                "--input-shape checks single-input models only; this one takes "
+                f"{len(signature.inputs)} inputs"
+            )
         rng = np.random.default_rng(0)
         x = rng.standard_normal(tuple(example_shape)).astype(example_dtype)
         expected = np.asarray(model(x))
         outputs = function(**{signature.inputs[0].name: tf.constant(x)})
         actual = np.asarray(outputs[signature.outputs[0].name])
         if actual.shape != expected.shape:
-            raise LocalError(f"the SavedModel's output shape {actual.shape} differs from "
-                             f"keras's {expected.shape}")
+            raise LocalError(
+                f"the SavedModel's output shape {actual.shape} differs from "
+                f"keras's {expected.shape}"
+            )
         diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
         if diff > tolerance:
-            raise LocalError(f"the SavedModel differs from the keras model by {diff:.3g} "
-                             f"(> --tolerance {tolerance:g})")
-        checks.append(f"the SavedModel matches keras on shape {list(example_shape)} "
-                      f"(max abs diff {diff:.2g})")
+            raise LocalError(
+                f"the SavedModel differs from the keras model by {diff:.3g} "
+                f"(> --tolerance {tolerance:g})"
+            )
+        checks.append(
+            f"the SavedModel matches keras on shape {list(example_shape)} (max abs diff {diff:.2g})"
+        )
     return signature, checks
 
 

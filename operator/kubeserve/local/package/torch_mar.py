@@ -46,20 +46,29 @@ def package_mar(
         scripted.save(str(serialized))
         config = work / HANDLER_CONFIG
         config.write_text(
-            json.dumps({"input_dtype": _dtype_name(example),
-                        "row_shape": list(example.shape[1:])})
+            json.dumps({"input_dtype": _dtype_name(example), "row_shape": list(example.shape[1:])})
         )
         _archive(name, serialized, _handler(handler), config, out_dir, work)
     checks.insert(0, f"TorchScript by {how}")
-    checks += verify(target, name=name, module=model.module, example=example,
-                     tolerance=tolerance, generic_handler=handler is None)
+    checks += verify(
+        target,
+        name=name,
+        module=model.module,
+        example=example,
+        tolerance=tolerance,
+        generic_handler=handler is None,
+    )
     return Packaged(
-        runtime="torchserve", files=(target,), model_uri=out_dir, model_name=name,
+        runtime="torchserve",
+        files=(target,),
+        model_uri=out_dir,
+        model_name=name,
         checks=tuple(checks),
         details=(
             f'request: POST /predictions/{name} with {{"data": [[...]]}}, rows of shape '
             f"[N, {', '.join(map(str, example.shape[1:]))}] ({_dtype_name(example)})"
-            if handler is None else f"handler: {handler}",
+            if handler is None
+            else f"handler: {handler}",
         ),
     )
 
@@ -85,8 +94,7 @@ def to_torchscript(model: TorchModel, example: Any) -> tuple[Any, str]:
             return traced, "torch.jit.trace"
     except Exception as exc:
         raise LocalError(
-            f"cannot convert the model to TorchScript (script and trace failed): "
-            f"{first_line(exc)}"
+            f"cannot convert the model to TorchScript (script and trace failed): {first_line(exc)}"
         ) from exc
 
 
@@ -103,13 +111,21 @@ def _archive(
     name: str, serialized: Path, handler: str, config: Path, out_dir: Path, work: Path
 ) -> None:
     command = [
-        sys.executable, "-m", "model_archiver.model_packaging",
-        "--model-name", name,
-        "--version", MODEL_VERSION,
-        "--serialized-file", str(serialized),
-        "--handler", handler,
-        "--extra-files", str(config),
-        "--export-path", str(out_dir),
+        sys.executable,
+        "-m",
+        "model_archiver.model_packaging",
+        "--model-name",
+        name,
+        "--version",
+        MODEL_VERSION,
+        "--serialized-file",
+        str(serialized),
+        "--handler",
+        handler,
+        "--extra-files",
+        str(config),
+        "--export-path",
+        str(out_dir),
         "--force",
     ]
     # The archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps two packagers
@@ -117,12 +133,17 @@ def _archive(
     env = {**os.environ, "TMPDIR": str(work)}
     try:
         done = subprocess.run(
-            command, env=env, capture_output=True, text=True, timeout=ARCHIVER_TIMEOUT_S,
+            command,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=ARCHIVER_TIMEOUT_S,
             check=False,
         )
     except FileNotFoundError:
-        raise LocalError("torch-model-archiver is not installed (pip install "
-                         "torch-model-archiver)") from None
+        raise LocalError(
+            "torch-model-archiver is not installed (pip install torch-model-archiver)"
+        ) from None
     if done.returncode != 0:
         lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         detail = lines[-1] if lines else f"exit status {done.returncode}"
@@ -145,8 +166,10 @@ def verify(
         manifest = json.loads((Path(tmp) / "MAR-INF" / "MANIFEST.json").read_text())
         model = manifest.get("model", {})
         if model.get("modelName") != name or model.get("modelVersion") != MODEL_VERSION:
-            raise LocalError(f"{path}: manifest names {model.get('modelName')} "
-                             f"{model.get('modelVersion')}, expected {name} {MODEL_VERSION}")
+            raise LocalError(
+                f"{path}: manifest names {model.get('modelName')} "
+                f"{model.get('modelVersion')}, expected {name} {MODEL_VERSION}"
+            )
         serialized = Path(tmp) / model["serializedFile"]
         checks += _compare(module, _load(serialized), example, tolerance, f"{path.name}'s model")
         if generic_handler:
@@ -169,10 +192,13 @@ def _compare(module: Any, loaded: Any, example: Any, tolerance: float, what: str
     for tensor in (example, random_like(example, batch=int(example.shape[0]) + 2)):
         diff = max_abs_diff(run_torch(loaded, tensor), run_torch(module, tensor))
         if diff > tolerance:
-            raise LocalError(f"{what} differs from the model by {diff:.3g} (> --tolerance "
-                             f"{tolerance:g}) at batch size {tensor.shape[0]}")
-        checks.append(f"{what} matches the model at batch size {tensor.shape[0]} "
-                      f"(max abs diff {diff:.2g})")
+            raise LocalError(
+                f"{what} differs from the model by {diff:.3g} (> --tolerance "
+                f"{tolerance:g}) at batch size {tensor.shape[0]}"
+            )
+        checks.append(
+            f"{what} matches the model at batch size {tensor.shape[0]} (max abs diff {diff:.2g})"
+        )
     return checks
 
 

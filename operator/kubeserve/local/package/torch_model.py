@@ -11,8 +11,18 @@ from ..errors import LocalError, first_line
 from ..factory import call_factory, is_factory_reference
 
 # The dtypes an example input may have, by the name users type.
-DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
-          "uint8", "bool")
+DTYPES = (
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+)
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,7 @@ def load_model(reference: str) -> TorchModel:
         return TorchModel(module.eval(), isinstance(module, torch.jit.ScriptModule), reference)
     path = Path(reference)
     if not path.is_file():
-        raise LocalError(
-            f"{reference}: no such file, and not a module:factory reference"
-        )
+        raise LocalError(f"{reference}: no such file, and not a module:factory reference")
     try:
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except Exception as exc:
@@ -81,8 +89,10 @@ def example_input(shape: Sequence[int] | None, dtype: str, tensor_file: str | No
     elif shape:
         tensor = random_like(torch.zeros(tuple(shape), dtype=torch_dtype(dtype)), batch=shape[0])
     else:
-        raise LocalError("an example input is needed: --input-shape (and --input-dtype) or "
-                         "--example-input FILE.pt")
+        raise LocalError(
+            "an example input is needed: --input-shape (and --input-dtype) or "
+            "--example-input FILE.pt"
+        )
     if tensor.dim() == 0:
         raise LocalError("the example input needs a leading batch dimension (got a scalar)")
     return tensor

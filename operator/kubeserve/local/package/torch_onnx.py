@@ -34,8 +34,12 @@ def package_onnx(
     _export(model, example, target, opset)
     checks, signature = verify(model.module, example, target, tolerance=tolerance)
     return Packaged(
-        runtime="onnxruntime", files=(target,), model_uri=out_dir, model_name=None,
-        checks=checks, details=(signature,),
+        runtime="onnxruntime",
+        files=(target,),
+        model_uri=out_dir,
+        model_name=None,
+        checks=checks,
+        details=(signature,),
     )
 
 

@@ -85,8 +85,9 @@ class Child:
             try:
                 await asyncio.wait_for(self.process.wait(), grace_s)
             except TimeoutError:
-                print(f"{self.name} did not stop within {grace_s:.0f} s; killing it",
-                      file=sys.stderr)
+                print(
+                    f"{self.name} did not stop within {grace_s:.0f} s; killing it", file=sys.stderr
+                )
                 _kill_group(self.process.pid)
                 await self.process.wait()
         await self._reap_group()
@@ -108,8 +109,11 @@ class Child:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 64 * 1024))
             text = handle.read().decode(errors="replace")
-        kept = [line for line in text.splitlines()
-                if line.strip() and not any(word in line for word in self.noise)]
+        kept = [
+            line
+            for line in text.splitlines()
+            if line.strip() and not any(word in line for word in self.noise)
+        ]
         return kept[-lines:]
 
     def last_line(self) -> str:
@@ -174,13 +178,15 @@ async def wait_until_ready(
             if stop.is_set():
                 return False
             if exited.done():
-                raise ChildFailed(child, f"{child.name} exited with status {exited.result()} "
-                                  "before it was ready")
+                raise ChildFailed(
+                    child, f"{child.name} exited with status {exited.result()} before it was ready"
+                )
             if loop.time() >= deadline:
                 raise ChildFailed(child, f"{child.name} was not ready after {timeout_s:.0f} s")
             # Wakes at once on exit or stop; otherwise after one poll interval.
-            await asyncio.wait({exited, stopped}, timeout=POLL_INTERVAL_S,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {exited, stopped}, timeout=POLL_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
+            )
     finally:
         for task in (exited, stopped):
             task.cancel()
@@ -193,8 +199,9 @@ async def serve_until_stopped(child: Child, stop: asyncio.Event) -> None:
     try:
         await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not stop.is_set() and exited.done():
-            raise ChildFailed(child, f"{child.name} exited unexpectedly with status "
-                              f"{exited.result()}")
+            raise ChildFailed(
+                child, f"{child.name} exited unexpectedly with status {exited.result()}"
+            )
     finally:
         for task in (exited, stopped):
             task.cancel()

@@ -46,15 +46,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "fetched with the storage initializer first. Stop with Ctrl-C or SIGTERM.",
     )
     parser.add_argument("-f", "--filename", required=True, help="ModelDeployment YAML")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8080,
-                        help="port for the inference API (default 8080; 0 picks a free one)")
-    parser.add_argument("--ready-timeout", type=float, default=DEFAULT_READY_TIMEOUT_S,
-                        metavar="SECONDS", help="how long a server process may take to load "
-                        f"the model (default {DEFAULT_READY_TIMEOUT_S:.0f})")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show the server's own logs")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port for the inference API (default 8080; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=DEFAULT_READY_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long a server process may take to load "
+        f"the model (default {DEFAULT_READY_TIMEOUT_S:.0f})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the server's own logs")
     parser.set_defaults(func=run)
 
 
@@ -82,8 +93,13 @@ async def serve(md: ModelDeployment, base: Path, args: argparse.Namespace) -> in
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     with tempfile.TemporaryDirectory(prefix="kubeserve-serve-") as tmp:
-        opts = LocalOptions(host=args.host, port=args.port, ready_timeout_s=args.ready_timeout,
-                            verbose=args.verbose, work_dir=Path(tmp))
+        opts = LocalOptions(
+            host=args.host,
+            port=args.port,
+            ready_timeout_s=args.ready_timeout,
+            verbose=args.verbose,
+            work_dir=Path(tmp),
+        )
         if md.spec.runtime == Runtime.TFSERVING:
             # Before any download: without the binary there is nothing to fetch it for.
             path = model_source.local_path(md.spec.model.uri, base)

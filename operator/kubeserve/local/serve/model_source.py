@@ -28,8 +28,11 @@ def local_path(uri: str, base: Path) -> Path | None:
     if uri.startswith("file://"):
         parsed = urlparse(uri)
         # file://relative/dir is not a standard URI, but people write it: netloc+path.
-        raw = unquote(parsed.netloc + parsed.path) if parsed.netloc not in ("", "localhost") \
+        raw = (
+            unquote(parsed.netloc + parsed.path)
+            if parsed.netloc not in ("", "localhost")
             else unquote(parsed.path)
+        )
         path = Path(raw)
     elif "://" in uri:
         return None
@@ -72,17 +75,30 @@ def has_layout(md: ModelDeployment, path: Path) -> bool:
 
 async def fetch(source: str, md: ModelDeployment, dest: Path, stop: asyncio.Event) -> Path:
     command = [
-        sys.executable, "-m", "kubeserve.dataplane.storage", source, str(dest),
-        "--runtime", md.spec.runtime.value, "--model-name", md.model_name,
+        sys.executable,
+        "-m",
+        "kubeserve.dataplane.storage",
+        source,
+        str(dest),
+        "--runtime",
+        md.spec.runtime.value,
+        "--model-name",
+        md.model_name,
     ]
-    child = Child("storage initializer", command, env=dict(os.environ),
-                  log_path=dest.parent / "storage-initializer.log")
+    child = Child(
+        "storage initializer",
+        command,
+        env=dict(os.environ),
+        log_path=dest.parent / "storage-initializer.log",
+    )
     print(f"fetching {source} with the storage initializer ...", file=sys.stderr, flush=True)
     returncode = await run_to_completion(child, stop)
     if returncode is None:
         raise LocalError("stopped while fetching the model")
     if returncode != 0:
         detail = child.last_line().removeprefix("kubeserve-storage: error: ")
-        raise LocalError(f"the storage initializer could not fetch {source}: "
-                         f"{detail or f'exit status {returncode}'}")
+        raise LocalError(
+            f"the storage initializer could not fetch {source}: "
+            f"{detail or f'exit status {returncode}'}"
+        )
     return dest

@@ -52,8 +52,13 @@ async def run(
         if not await _ready(server, stop):
             return
         base = f"{server.url}/v2/models/{md.model_name}"
-        announce.serving(md, base, f"infer:   POST {base}/infer", f"ready:   {server.url}"
-                         "/v2/health/ready", f"metrics: {server.url}/metrics")
+        announce.serving(
+            md,
+            base,
+            f"infer:   POST {base}/infer",
+            f"ready:   {server.url}/v2/health/ready",
+            f"metrics: {server.url}/metrics",
+        )
         await stop.wait()
         announce.stopping(md)
     finally:

@@ -19,12 +19,13 @@ def load(filename: str) -> ModelDeployment:
         raise LocalError(f"cannot read {filename}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise LocalError(f"{filename} is not valid YAML: {exc}".replace("\n", " ")) from exc
-    deployments = [doc for doc in documents if isinstance(doc, dict)
-                   and doc.get("kind", "ModelDeployment") == "ModelDeployment"]
+    deployments = [
+        doc
+        for doc in documents
+        if isinstance(doc, dict) and doc.get("kind", "ModelDeployment") == "ModelDeployment"
+    ]
     if len(deployments) != 1:
-        raise LocalError(
-            f"{filename}: expected one ModelDeployment, found {len(deployments)}"
-        )
+        raise LocalError(f"{filename}: expected one ModelDeployment, found {len(deployments)}")
     try:
         return ModelDeployment.parse(deployments[0], local=True)
     except InvalidSpec as exc:

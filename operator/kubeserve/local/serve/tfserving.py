@@ -42,8 +42,10 @@ def check_installed(md: ModelDeployment, model_dir: str, port: int) -> str:
 
 def docker_command(md: ModelDeployment, model_dir: str, port: int) -> str:
     name = md.model_name
-    return (f"docker run --rm -p 127.0.0.1:{port}:{REST_PORT} -v {model_dir}:/models/{name}:ro "
-            f"-e MODEL_NAME={name} {OFFICIAL_IMAGE}")
+    return (
+        f"docker run --rm -p 127.0.0.1:{port}:{REST_PORT} -v {model_dir}:/models/{name}:ro "
+        f"-e MODEL_NAME={name} {OFFICIAL_IMAGE}"
+    )
 
 
 def check_layout(model_dir: Path) -> None:
@@ -63,8 +65,11 @@ async def run(
     check_layout(model_dir)
     if opts.host not in ("0.0.0.0", "::"):
         # TF Serving hard-codes 0.0.0.0 (tensorflow/serving#1969): say so rather than pretend.
-        print(f"warning: {BINARY} cannot bind one address; it listens on all interfaces, not "
-              f"only {opts.host}", flush=True)
+        print(
+            f"warning: {BINARY} cannot bind one address; it listens on all interfaces, not "
+            f"only {opts.host}",
+            flush=True,
+        )
     port = opts.port or free_port()
     grpc = free_port()
     if not is_free(port, "0.0.0.0"):
@@ -76,13 +81,21 @@ async def run(
     for name, text in files.items():
         (work / name).write_text(text)
     command = [
-        binary, f"--port={grpc}", f"--rest_api_port={port}", f"--model_name={md.model_name}",
-        f"--model_base_path={model_dir}", f"--monitoring_config_file={work / MONITORING_FILE}",
+        binary,
+        f"--port={grpc}",
+        f"--rest_api_port={port}",
+        f"--model_name={md.model_name}",
+        f"--model_base_path={model_dir}",
+        f"--monitoring_config_file={work / MONITORING_FILE}",
     ]
     if BATCHING_FILE in files:
         command += ["--enable_batching=true", f"--batching_parameters_file={work / BATCHING_FILE}"]
-    child = Child(BINARY, command, env=dict(os.environ),
-                  log_path=None if opts.verbose else work / "tfserving.log")
+    child = Child(
+        BINARY,
+        command,
+        env=dict(os.environ),
+        log_path=None if opts.verbose else work / "tfserving.log",
+    )
     await child.start()
     try:
         base = f"http://{url_host(opts.host)}:{port}"
@@ -94,11 +107,16 @@ async def run(
                 states = body.get("model_version_status", []) if isinstance(body, dict) else []
                 return any(state.get("state") == "AVAILABLE" for state in states)
 
-            if not await wait_until_ready(child, available, timeout_s=opts.ready_timeout_s,
-                                          stop=stop):
+            if not await wait_until_ready(
+                child, available, timeout_s=opts.ready_timeout_s, stop=stop
+            ):
                 return
-        announce.serving(md, status_url, f"predict: POST {status_url}:predict  body "
-                         '{"instances": [...]}', f"metrics: {base}/monitoring/prometheus/metrics")
+        announce.serving(
+            md,
+            status_url,
+            f'predict: POST {status_url}:predict  body {{"instances": [...]}}',
+            f"metrics: {base}/monitoring/prometheus/metrics",
+        )
         await serve_until_stopped(child, stop)
         announce.stopping(md)
     finally:

@@ -40,8 +40,9 @@ async def run(
             "onnxruntime"
         )
     if binaries.find_java() is None:
-        raise LocalError("runtime torchserve needs Java 11 or later (no java on PATH or in "
-                         "JAVA_HOME)")
+        raise LocalError(
+            "runtime torchserve needs Java 11 or later (no java on PATH or in JAVA_HOME)"
+        )
     mar = model_dir / f"{md.model_name}.mar"
     if not mar.is_file():
         raise LocalError(
@@ -58,30 +59,45 @@ async def run(
     temp.mkdir(parents=True)
     logs.mkdir()
     config = work / "config.properties"
-    config.write_text(config_properties(
-        md,
-        gpus=md.spec.gpu.count if md.spec.gpu else 0,
-        bind=opts.host,
-        inference_port=port,
-        management_port=management,
-        metrics_port=metrics,
-        model_store=str(model_dir),
-    ))
+    config.write_text(
+        config_properties(
+            md,
+            gpus=md.spec.gpu.count if md.spec.gpu else 0,
+            bind=opts.host,
+            inference_port=port,
+            management_port=management,
+            metrics_port=metrics,
+            model_store=str(model_dir),
+        )
+    )
     env = {key: value for key, value in os.environ.items() if key != "TS_CONFIG_FILE"}
-    env.update({
-        "ORT_DISABLE_TELEMETRY": "1",  # TorchServe's base handler imports onnxruntime
-        "TEMP": str(temp),
-        "TMPDIR": str(temp),
-        "LOG_LOCATION": str(logs),
-        "METRICS_LOCATION": str(logs),
-    })
+    env.update(
+        {
+            "ORT_DISABLE_TELEMETRY": "1",  # TorchServe's base handler imports onnxruntime
+            "TEMP": str(temp),
+            "TMPDIR": str(temp),
+            "LOG_LOCATION": str(logs),
+            "METRICS_LOCATION": str(logs),
+        }
+    )
     command = [
-        binary, "--start", "--foreground", "--ts-config", str(config),
-        "--model-store", str(model_dir), "--disable-token-auth", "--ncs",
+        binary,
+        "--start",
+        "--foreground",
+        "--ts-config",
+        str(config),
+        "--model-store",
+        str(model_dir),
+        "--disable-token-auth",
+        "--ncs",
     ]
-    child = Child("torchserve", command, env=env,
-                  log_path=None if opts.verbose else work / "torchserve.log",
-                  noise=("ACCESS_LOG",))  # our own readiness polls
+    child = Child(
+        "torchserve",
+        command,
+        env=env,
+        log_path=None if opts.verbose else work / "torchserve.log",
+        noise=("ACCESS_LOG",),
+    )  # our own readiness polls
     await child.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -90,16 +106,21 @@ async def run(
             async def model_ready() -> bool:
                 if any(LOAD_FAILED in line for line in child.tail(200)):
                     # TorchServe retries a dying worker forever; the first failure is enough.
-                    raise ChildFailed(child, f"TorchServe could not load {mar.name}: its worker "
-                                      "died while loading it (see the log lines above)")
+                    raise ChildFailed(
+                        child,
+                        f"TorchServe could not load {mar.name}: its worker "
+                        "died while loading it (see the log lines above)",
+                    )
                 return _has_ready_worker(await get_json(session, model_url))
 
-            if not await wait_until_ready(child, model_ready, timeout_s=opts.ready_timeout_s,
-                                          stop=stop):
+            if not await wait_until_ready(
+                child, model_ready, timeout_s=opts.ready_timeout_s, stop=stop
+            ):
                 return
         base = f"http://{url_host(opts.host)}:{port}"
         announce.serving(
-            md, f"{base}/predictions/{md.model_name}",
+            md,
+            f"{base}/predictions/{md.model_name}",
             f'predict:    POST {base}/predictions/{md.model_name}  body {{"data": [[...]]}}',
             f"metrics:    http://{url_host(opts.host)}:{metrics}/metrics",
             f"management: http://127.0.0.1:{management} (127.0.0.1 only)",
