@@ -52,10 +52,29 @@ class RetryForever:
         yield from itertools.repeat(30.0)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's last-handled state, for change-detection handlers, which we do not use.
+
+    kopf deep-copies every body of every event twice to build and compare that state, about
+    a quarter of the operator's CPU while it creates 1,000 ModelDeployments; and it would
+    keep it in an annotation. Event handlers and indexes never read it.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = RetryForever()
+    settings.persistence.diffbase_storage = NoDiffBase()
     # The watched namespaces; empty: all of them.
     memo.namespaces = list(getattr(memo, "namespaces", None) or [])
     if memo.namespaces:
