@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .api import InvalidSpec, ModelDeployment
@@ -18,6 +18,7 @@ from .inventory import ChildKey, controller_uid
 from .kube import ApiError, KubeClient
 from .render import render
 from .resources.autoscaling import (
+    AUTOSCALER_READY,
     KEDA_NOT_INSTALLED,
     AutoscalerState,
     autoscaler_status,
@@ -27,7 +28,6 @@ from .resources.autoscaling import (
 from .resources.kinds import CHILD_KINDS, ChildKind, kind_of
 from .resources.names import child_name
 from .resources.service import url
-from .scheduling import Verdict as SchedVerdict
 from .scheduling import schedulable
 from .status import (
     FALSE,
@@ -145,7 +145,7 @@ async def reconcile(
             if verdict.status == UNKNOWN:
                 raise
             if kind.optional and verdict.reason == KEDA_NOT_INSTALLED.reason:
-                autoscaler_verdict = _condition("AutoscalerReady", KEDA_NOT_INSTALLED)
+                autoscaler_verdict = KEDA_NOT_INSTALLED
             blockers.append(verdict)
             continue
         cache.owners[(kind.kind, md.namespace, obj["metadata"]["name"])] = uid
@@ -153,11 +153,11 @@ async def reconcile(
     deployment = applied.get("Deployment", existing.get("Deployment"))
     verdicts = [valid_spec_verdict(), *deployment_verdicts(deployment)]
     autoscaler = await _autoscaler_state(kube, md, applied)
-    verdicts.append(autoscaler_verdict or _condition("AutoscalerReady", autoscaler.condition))
-    placement = _condition("Schedulable", schedulable(md, nodes, cfg))
+    verdicts.append(autoscaler_verdict or autoscaler.condition)
+    placement = schedulable(md, nodes, cfg)
     verdicts.append(placement)
     if placement.status == FALSE and replica_counts(deployment)[2] == 0:
-        blockers.append(Verdict("Ready", FALSE, placement.reason, placement.message))
+        blockers.append(as_ready(placement))
     verdicts.append(ready_verdict(deployment, blockers))
     status = status_for(
         previous,
@@ -172,9 +172,9 @@ async def reconcile(
     return ReconcileResult(status, events)
 
 
-def _condition(kind: str, verdict: SchedVerdict) -> Verdict:
-    """A Schedulable/AutoscalerReady verdict (status, reason, message) as a condition."""
-    return Verdict(kind, verdict.status, verdict.reason, verdict.message)
+def as_ready(verdict: Verdict) -> Verdict:
+    """A Schedulable or AutoscalerReady verdict that also holds Ready back."""
+    return replace(verdict, type="Ready")
 
 
 async def _autoscaler_state(
@@ -182,7 +182,9 @@ async def _autoscaler_state(
 ) -> AutoscalerState:
     if md.spec.autoscaling is None:
         return AutoscalerState(
-            None, None, SchedVerdict(TRUE, "NotRequested", "replicas are set by spec.replicas")
+            None,
+            None,
+            Verdict(AUTOSCALER_READY, TRUE, "NotRequested", "replicas are set by spec.replicas"),
         )
     ref = expected_autoscaler(md)
     obj = applied.get(ref.kind) if ref else None
@@ -285,7 +287,7 @@ async def _apply_failure(kube: KubeClient, kind: ChildKind, exc: ApiError) -> Ve
     if exc.transient:
         return Verdict("Ready", UNKNOWN, "ApiUnavailable", exc.message)
     if exc.status == 404 and kind.optional and not await kube.api_available(kind.api_version):
-        return _condition("Ready", KEDA_NOT_INSTALLED)
+        return as_ready(KEDA_NOT_INSTALLED)
     if exc.status == 403:
         return Verdict(
             "Ready",

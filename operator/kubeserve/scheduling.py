@@ -33,8 +33,9 @@ from typing import Any
 from .api import ModelDeployment
 from .config import OperatorConfig
 from .resources import gpu as gpu_rules
-from .status import FALSE, TRUE, UNKNOWN
+from .status import FALSE, TRUE, UNKNOWN, Verdict
 
+SCHEDULABLE = "Schedulable"
 # Reasons of the Schedulable condition.
 NODES_MATCH = "NodesMatch"
 NO_MATCHING_NODES = "NoMatchingNodes"
@@ -46,15 +47,6 @@ NODES_FORBIDDEN = "NodesForbidden"
 _TRANSIENT_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
 _BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
 _MAX_GROUPS = 5
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A condition's status, reason and message (metav1.Condition without the bookkeeping)."""
-
-    status: str
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -115,9 +107,12 @@ def schedulable(
     """
     gpu = md.spec.gpu
     if gpu is None:
-        return Verdict(TRUE, NO_GPU_REQUESTED, "no GPU requested; the scheduler may use any node")
+        return Verdict(
+            SCHEDULABLE, TRUE, NO_GPU_REQUESTED, "no GPU requested; the scheduler may use any node"
+        )
     if nodes is None:
         return Verdict(
+            SCHEDULABLE,
             UNKNOWN,
             NODES_FORBIDDEN,
             "the operator may not list Nodes (grant it the kubeserve-nodes ClusterRole: get, "
@@ -125,7 +120,7 @@ def schedulable(
         )
     summaries = [n if isinstance(n, NodeSummary) else node_summary(n) for n in nodes]
     if not summaries:
-        return Verdict(UNKNOWN, NODES_UNKNOWN, "no Node observed yet")
+        return Verdict(SCHEDULABLE, UNKNOWN, NODES_UNKNOWN, "no Node observed yet")
 
     pod = _PodNeeds.of(md, cfg)
     excluded: Counter[str] = Counter()
@@ -154,6 +149,7 @@ def schedulable(
     if fitting:
         noun = "node" if len(fitting) == 1 else "nodes"
         return Verdict(
+            SCHEDULABLE,
             TRUE,
             NODES_MATCH,
             f"{len(fitting)} {noun} can run a replica: {_inventory(fitting, pod)}",
@@ -165,7 +161,7 @@ def schedulable(
         if untolerated:
             details += " (" + ", ".join(sorted(untolerated)[:3]) + ")"
         message += f"; not counted: {details}"
-    return Verdict(FALSE, NO_MATCHING_NODES, message)
+    return Verdict(SCHEDULABLE, FALSE, NO_MATCHING_NODES, message)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from .hpa import horizontal_pod_autoscaler
 from .keda import scaled_object
 from .signals import adapter_config_yaml, adapter_rules
 from .status import (
+    AUTOSCALER_READY,
     KEDA_NOT_INSTALLED,
     AutoscalerRef,
     AutoscalerState,
@@ -24,6 +25,7 @@ from .status import (
 )
 
 __all__ = [
+    "AUTOSCALER_READY",
     "KEDA_NOT_INSTALLED",
     "AutoscalerRef",
     "AutoscalerState",

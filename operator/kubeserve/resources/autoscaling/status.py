@@ -9,16 +9,17 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from ...api import AutoscalingEngine, ModelDeployment
-from ...scheduling import Verdict
-from ...status import FALSE, TRUE, UNKNOWN
+from ...status import FALSE, TRUE, UNKNOWN, Verdict
 from ..names import child_name
 from . import keda
 
+AUTOSCALER_READY = "AutoscalerReady"
 AUTOSCALER_ACTIVE = "AutoscalerActive"
 AUTOSCALER_PENDING = "AutoscalerPending"
 KEDA_NOT_INSTALLED_REASON = "KEDANotInstalled"
 
 KEDA_NOT_INSTALLED = Verdict(
+    AUTOSCALER_READY,
     FALSE,
     KEDA_NOT_INSTALLED_REASON,
     "spec.autoscaling.engine is keda, but this cluster does not serve keda.sh/v1alpha1 "
@@ -79,7 +80,12 @@ def autoscaler_status(
         return AutoscalerState(
             None,
             None,
-            Verdict(UNKNOWN, AUTOSCALER_PENDING, "the autoscaler has not been created yet"),
+            Verdict(
+                AUTOSCALER_READY,
+                UNKNOWN,
+                AUTOSCALER_PENDING,
+                "the autoscaler has not been created yet",
+            ),
         )
     if obj.get("kind") == keda.KIND:
         return _scaled_object(obj, hpa)
@@ -106,6 +112,7 @@ def _hpa(hpa: Mapping[str, Any]) -> AutoscalerState:
             current,
             desired,
             Verdict(
+                AUTOSCALER_READY,
                 UNKNOWN,
                 AUTOSCALER_PENDING,
                 "the HorizontalPodAutoscaler has not computed a scale yet",
@@ -119,12 +126,15 @@ def _hpa(hpa: Mapping[str, Any]) -> AutoscalerState:
                 message += f": {condition['message']}"
             if reason in _METRIC_SOURCES:
                 message += f" (is {_METRIC_SOURCES[reason]} installed?)"
-            return AutoscalerState(current, desired, Verdict(FALSE, reason, message))
+            return AutoscalerState(
+                current, desired, Verdict(AUTOSCALER_READY, FALSE, reason, message)
+            )
     if active.get("status") != TRUE:
         return AutoscalerState(
             current,
             desired,
             Verdict(
+                AUTOSCALER_READY,
                 UNKNOWN,
                 str(active.get("reason") or AUTOSCALER_PENDING),
                 str(active.get("message", "")),
@@ -134,7 +144,9 @@ def _hpa(hpa: Mapping[str, Any]) -> AutoscalerState:
     limited = conditions.get("ScalingLimited")
     if limited and limited.get("status") == TRUE and limited.get("message"):
         message += f"; {limited['message']}"
-    return AutoscalerState(current, desired, Verdict(TRUE, AUTOSCALER_ACTIVE, message))
+    return AutoscalerState(
+        current, desired, Verdict(AUTOSCALER_READY, TRUE, AUTOSCALER_ACTIVE, message)
+    )
 
 
 def _scaled_object(obj: Mapping[str, Any], hpa: Mapping[str, Any] | None) -> AutoscalerState:
@@ -149,22 +161,32 @@ def _scaled_object(obj: Mapping[str, Any], hpa: Mapping[str, Any] | None) -> Aut
             current,
             desired,
             Verdict(
-                FALSE, "ScaledObjectPaused", str(paused.get("message") or "KEDA scaling is paused")
+                AUTOSCALER_READY,
+                FALSE,
+                "ScaledObjectPaused",
+                str(paused.get("message") or "KEDA scaling is paused"),
             ),
         )
     if ready is None or ready.get("status") not in (TRUE, FALSE):
         return AutoscalerState(
             current,
             desired,
-            Verdict(UNKNOWN, AUTOSCALER_PENDING, "KEDA has not checked the ScaledObject yet"),
+            Verdict(
+                AUTOSCALER_READY,
+                UNKNOWN,
+                AUTOSCALER_PENDING,
+                "KEDA has not checked the ScaledObject yet",
+            ),
         )
     if ready["status"] == FALSE:
         reason = str(ready.get("reason") or "ScaledObjectNotReady")
         message = f"KEDA ScaledObject not ready: {ready.get('message', '')}".rstrip(": ")
-        return AutoscalerState(current, desired, Verdict(FALSE, reason, message))
+        return AutoscalerState(current, desired, Verdict(AUTOSCALER_READY, FALSE, reason, message))
     if fallback and fallback.get("status") == TRUE:
         message = str(fallback.get("message") or "KEDA cannot read the triggers' metrics")
-        return AutoscalerState(current, desired, Verdict(FALSE, "FallbackActive", message))
+        return AutoscalerState(
+            current, desired, Verdict(AUTOSCALER_READY, FALSE, "FallbackActive", message)
+        )
     spec = obj.get("spec") or {}
     minimum = spec.get("minReplicaCount")
     if active and active.get("status") == FALSE:
@@ -177,4 +199,6 @@ def _scaled_object(obj: Mapping[str, Any], hpa: Mapping[str, Any] | None) -> Aut
             message = f"no trigger is active: held at minReplicaCount ({minimum})"
     else:
         message = f"KEDA is scaling on its triggers (current {current}, desired {desired})"
-    return AutoscalerState(current, desired, Verdict(TRUE, AUTOSCALER_ACTIVE, message))
+    return AutoscalerState(
+        current, desired, Verdict(AUTOSCALER_READY, TRUE, AUTOSCALER_ACTIVE, message)
+    )
