@@ -6,8 +6,9 @@ child kind added to ``CHILD_KINDS`` without RBAC fails a test instead of a clust
 
 Where each permission comes from:
 
-- ModelDeployments: kopf lists and watches them and patches them (finalizers, its progress
-  annotations); the operator reads them (get) and patches ``/status``.
+- ModelDeployments: kopf lists and watches them; the operator reads them (get) and patches
+  only ``/status``. kopf writes nothing to them: the operator registers no handler that
+  needs a finalizer or progress annotations, and skips kopf's diff base.
 - ``modeldeployments/finalizers`` update: every child's owner reference sets
   ``blockOwnerDeletion: true`` (resources/labels.py); on clusters with the
   OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters),
@@ -39,7 +40,7 @@ Rule = dict[str, list[str]]
 # The order `kubectl describe clusterrole` and most charts use; rules list verbs in it.
 VERB_ORDER = ("get", "list", "watch", "create", "update", "patch", "delete")
 
-MODEL_DEPLOYMENT_VERBS = ("get", "list", "watch", "patch")
+MODEL_DEPLOYMENT_VERBS = ("get", "list", "watch")
 STATUS_VERBS = ("get", "patch")
 FINALIZERS_VERBS = ("update",)
 # list: the startup inventory (inventory.py), one LIST per kind instead of a GET per object.

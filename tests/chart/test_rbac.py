@@ -150,7 +150,7 @@ def test_model_deployments_and_events() -> None:
     def verbs(group: str, resource: str) -> set[str]:
         return {v for g, r, v in granted if (g, r) == (group, resource)}
 
-    assert verbs(api.GROUP, api.PLURAL) == {"get", "list", "watch", "patch"}
+    assert verbs(api.GROUP, api.PLURAL) == {"get", "list", "watch"}
     assert verbs(api.GROUP, f"{api.PLURAL}/status") == {"get", "patch"}
     assert verbs(api.GROUP, f"{api.PLURAL}/finalizers") == {"update"}
     assert verbs("", "events") == {"create"}

@@ -14,7 +14,7 @@ from kmock_harness import (
     running_operator,
 )
 
-from kubeserve import api
+from kubeserve import api, rbac
 from kubeserve.kube import resource_path
 from kubeserve.resources.kinds import CHILD_KINDS
 
@@ -43,6 +43,13 @@ async def test_create_applies_children_with_owner_and_field_manager(
     # No finalizer: deleting a ModelDeployment never waits for the operator.
     assert not md_meta.get("finalizers")
     assert not any(k.startswith("kubeserve.io/") for k in md_meta.get("annotations", {}))
+    # The operator's RBAC grants no patch on ModelDeployments: only the status is written.
+    md_writes = {
+        (r.method.value, r.url.path.rsplit("/", 1)[-1])
+        for r in kmock
+        if "modeldeployments/" in r.url.path and r.method.value in ("PATCH", "PUT", "DELETE")
+    }
+    assert md_writes <= {("PATCH", "status")}
     for obj in found.values():
         refs = obj["metadata"]["ownerReferences"]
         assert refs == [
@@ -218,3 +225,31 @@ async def test_pruning_removes_only_children_no_longer_wanted(kmock: Any, kube_a
         )
     assert set(remaining) == {"Deployment", "Service"}
     assert remaining["Deployment"]["spec"]["replicas"] == 1
+    # Create, apply, prune, status and Events: every request the operator (kopf included)
+    # made is one its RBAC allows.
+    granted = rbac.permissions(rbac.rules(namespaced=False) + rbac.cluster_rules())
+    used = {permission_of(r) for r in kmock if r.headers.get("User-Agent", "").startswith(OURS)}
+    used.discard(None)  # API discovery, open to every authenticated user
+    assert used <= granted, used - granted
+    assert ("", "events", "create") in used and ("apps", "deployments", "delete") not in used
+
+
+OURS = ("kubeserve", "kopf")
+VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+def permission_of(request: Any) -> tuple[str, str, str] | None:
+    """(API group, resource[/subresource], verb) that RBAC checks for a request."""
+    parts = request.url.path.strip("/").split("/")
+    core = parts[0] == "api"
+    if len(parts) < (3 if core else 4):
+        return None
+    group, rest = ("", parts[2:]) if core else (parts[1], parts[3:])
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    resource = "/".join(rest[:1] + rest[2:3])
+    if request.method.value == "GET":
+        verb = "get" if len(rest) > 1 else ("watch" if request.params.get("watch") else "list")
+    else:
+        verb = VERBS[request.method.value]
+    return group, resource, verb

@@ -6,10 +6,11 @@ rbac.cluster_rules(), so a new child kind needs a line here too.
 
 {{/* rbac.rules(namespaced=...): call with (dict "namespaced" true|false). */}}
 {{- define "kubeserve.rbac.rules" -}}
-# ModelDeployments: kopf lists, watches and patches them; the operator reads them.
+# ModelDeployments: kopf lists and watches them; the operator reads them. Only the status
+# subresource is written.
 - apiGroups: [kubeserve.io]
   resources: [modeldeployments]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 # Status: the operator's conditions, replicas and url.
 - apiGroups: [kubeserve.io]
   resources: [modeldeployments/status]
