@@ -206,7 +206,7 @@ async def _before_first_reconcile(memo: kopf.Memo) -> None:
 
 
 async def _check_node_access(memo: kopf.Memo) -> None:
-    """An empty Node index means "none seen yet" or "not allowed": only the API can tell."""
+    """No Node seen means "none yet" or "not allowed": only the API server can tell."""
     try:
         memo.nodes_forbidden = not await memo.kube.may_list("v1", "nodes")
     except ApiError as exc:

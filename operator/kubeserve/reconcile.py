@@ -72,7 +72,10 @@ class ChildCache:
         return self.owners.get(key) == uid
 
     def forget(self, md_uid: str) -> None:
+        """The ModelDeployment is gone; the garbage collector takes its children."""
         self.visited.discard(md_uid)
+        for key in [key for key, uid in self.owners.items() if uid == md_uid]:
+            del self.owners[key]
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
