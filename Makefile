@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check operator tests bench scripts
+	$(BIN)/ruff format --check operator tests bench scripts
 	$(BIN)/mypy
 
 # Everything but the kind e2e suite: unit, integration (kmock), runtimes, chart, images.

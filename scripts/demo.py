@@ -64,8 +64,18 @@ def main() -> int:
 def run(work: Path) -> None:
     model_dir = work / "models" / NAME
     step(1, f"package {MODEL_FACTORY.relative_to(REPO)}:build as ONNX (checked against torch)")
-    out = kubeserve("package", f"{MODEL_FACTORY}:build", "--input-shape", "1,4",
-                    "--format", "onnx", "-o", str(model_dir), "--tolerance", str(TOLERANCE))
+    out = kubeserve(
+        "package",
+        f"{MODEL_FACTORY}:build",
+        "--input-shape",
+        "1,4",
+        "--format",
+        "onnx",
+        "-o",
+        str(model_dir),
+        "--tolerance",
+        str(TOLERANCE),
+    )
     print(indent(out))
 
     step(2, "write its ModelDeployment")
@@ -78,10 +88,12 @@ def run(work: Path) -> None:
     # In a cluster the model comes from object storage or a volume, never from a path on this
     # machine, so render validates the cluster form: the same spec with the model on a PVC.
     cluster_path = work / f"{NAME}-cluster.yaml"
-    cluster_path.write_text(yaml.safe_dump(model_deployment(f"pvc://models/{NAME}"),
-                                           sort_keys=False))
-    rendered = [doc for doc in yaml.safe_load_all(kubeserve("render", "-f", str(cluster_path)))
-                if doc]
+    cluster_path.write_text(
+        yaml.safe_dump(model_deployment(f"pvc://models/{NAME}"), sort_keys=False)
+    )
+    rendered = [
+        doc for doc in yaml.safe_load_all(kubeserve("render", "-f", str(cluster_path))) if doc
+    ]
     for obj in rendered:
         print(f"    {obj['kind']:<24} {obj['metadata']['name']}")
     if not any(obj["kind"] == "Deployment" for obj in rendered):
@@ -93,7 +105,9 @@ def run(work: Path) -> None:
     with open(log, "w") as stderr:
         server = subprocess.Popen(
             [sys.executable, "-m", "kubeserve", "serve", "-f", str(md_path), "--port", str(port)],
-            stdout=subprocess.DEVNULL, stderr=stderr, cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=work,
         )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -101,19 +115,31 @@ def run(work: Path) -> None:
         print(f"    ready after {waited:.1f} s: {base}/v2/models/{NAME}")
 
         step(5, "send a v2 inference request and compare with torch")
-        request = {"inputs": [{"name": "input", "shape": [len(EXAMPLE), 4], "datatype": "FP32",
-                               "data": [value for row in EXAMPLE for value in row]}]}
+        request = {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [len(EXAMPLE), 4],
+                    "datatype": "FP32",
+                    "data": [value for row in EXAMPLE for value in row],
+                }
+            ]
+        }
         print(f"    POST {base}/v2/models/{NAME}/infer")
         print(f"    {json.dumps(request)}")
         body = post(f"{base}/v2/models/{NAME}/infer", request)
         served = rows(body["outputs"][0])
         expected = torch_answer(EXAMPLE)
-        diff = max(abs(a - b) for ra, rb in zip(served, expected, strict=True)
-                   for a, b in zip(ra, rb, strict=True))
+        diff = max(
+            abs(a - b)
+            for ra, rb in zip(served, expected, strict=True)
+            for a, b in zip(ra, rb, strict=True)
+        )
         for features, logits in zip(EXAMPLE, served, strict=True):
             best = max(range(len(logits)), key=logits.__getitem__)
-            print(f"    {features} -> class {best}  logits "
-                  f"[{', '.join(f'{v:.5f}' for v in logits)}]")
+            print(
+                f"    {features} -> class {best}  logits [{', '.join(f'{v:.5f}' for v in logits)}]"
+            )
         print(f"    max abs diff vs torch: {diff:.2e} (tolerance {TOLERANCE:g})")
         if diff > TOLERANCE:
             raise DemoFailed(f"the served prediction differs from torch by {diff:.3g}")
@@ -141,13 +167,19 @@ def model_deployment(uri: str) -> dict[str, Any]:
 
 def kubeserve(*args: str) -> str:
     try:
-        done = subprocess.run([sys.executable, "-m", "kubeserve", *args], capture_output=True,
-                              text=True, timeout=STEP_TIMEOUT_S, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "kubeserve", *args],
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise DemoFailed(f"kubeserve {args[0]} took more than {STEP_TIMEOUT_S:.0f} s") from None
     if done.returncode != 0:
-        raise DemoFailed(f"kubeserve {args[0]} exited with {done.returncode}: "
-                         f"{done.stderr.strip()[-2000:]}")
+        raise DemoFailed(
+            f"kubeserve {args[0]} exited with {done.returncode}: {done.stderr.strip()[-2000:]}"
+        )
     return done.stdout
 
 
@@ -168,8 +200,12 @@ def wait_ready(server: subprocess.Popen[bytes], url: str, log: Path) -> float:
 
 
 def post(url: str, body: Any) -> Any:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
@@ -182,7 +218,7 @@ def post(url: str, body: Any) -> Any:
 def rows(output: dict[str, Any]) -> list[list[float]]:
     width = output["shape"][1]
     data = output["data"]
-    return [data[i:i + width] for i in range(0, len(data), width)]
+    return [data[i : i + width] for i in range(0, len(data), width)]
 
 
 def torch_answer(inputs: list[list[float]]) -> list[list[float]]:

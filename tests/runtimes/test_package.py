@@ -202,8 +202,17 @@ def test_bad_input_fails_with_one_line(tmp_path: Path, args: list[str], message:
 
 
 def test_bad_input_exit_status_of_the_real_command(tmp_path: Path) -> None:
-    done = run_cli("package", TINY_MODEL, "--input-shape", "1,x", "--format", "mar",
-                   "-o", str(tmp_path / "out"), tmp=tmp_path)
+    done = run_cli(
+        "package",
+        TINY_MODEL,
+        "--input-shape",
+        "1,x",
+        "--format",
+        "mar",
+        "-o",
+        str(tmp_path / "out"),
+        tmp=tmp_path,
+    )
     assert done.returncode == 1
     assert error_lines(done.stderr) == [
         "kubeserve package: error: --input-shape '1,x': expected comma-separated positive "

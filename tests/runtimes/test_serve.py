@@ -50,8 +50,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("serve") / "models" / NAME
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = main(["package", TINY_MODEL, "--input-shape", "1,4", "--format", "onnx",
-                       "-o", str(out)])
+        status = main(
+            ["package", TINY_MODEL, "--input-shape", "1,4", "--format", "onnx", "-o", str(out)]
+        )
     assert status == 0, stderr.getvalue()
     return out
 
@@ -72,7 +73,10 @@ def test_relative_uri_resolves_against_the_yaml_file(model_dir: Path, tmp_path: 
     project = tmp_path / "project"
     shutil.copytree(model_dir, project / "models" / NAME)
     md = write_md(
-        project / "md.yaml", NAME, "onnxruntime", f"models/{NAME}",
+        project / "md.yaml",
+        NAME,
+        "onnxruntime",
+        f"models/{NAME}",
         batching={"maxBatchSize": 8, "maxDelayMs": 2},
         sessionOptions={"intraOpThreads": 1, "graphOptimizationLevel": "basic"},
     )
@@ -118,8 +122,9 @@ def moto_endpoint(tmp_path: Path) -> Iterator[str]:
         port = sock.getsockname()[1]
     log = tmp_path / "moto.log"
     with log.open("wb") as out:
-        process = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)],
-                                   stdout=out, stderr=out)
+        process = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
+        )
     try:
         deadline = time.monotonic() + 30
         while True:  # bounded poll: moto has no readiness signal but its port
@@ -138,20 +143,31 @@ def moto_endpoint(tmp_path: Path) -> Iterator[str]:
 def test_s3_uri_is_fetched_first(model_dir: Path, tmp_path: Path, moto_endpoint: str) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint, aws_access_key_id=ACCESS_KEY,
-                      aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name="us-east-1",
+    )
     s3.create_bucket(Bucket="models")
     s3.upload_file(str(model_dir / "model.onnx"), "models", f"{NAME}/model.onnx")
     md = write_md(tmp_path / "md.yaml", NAME, "onnxruntime", f"s3://models/{NAME}/")
-    env = cli_env(tmp_path, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-                  AWS_ENDPOINT_URL=moto_endpoint, AWS_REGION="us-east-1")
+    env = cli_env(
+        tmp_path,
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+        AWS_ENDPOINT_URL=moto_endpoint,
+        AWS_REGION="us-east-1",
+    )
     with serving(md, tmp=tmp_path, env=env) as served:
         assert max_diff(v2_infer(served.url, ROWS), torch_reference(ROWS)) <= 1e-5
         assert served.stop() == 0
 
 
-@pytest.mark.skipif(find("tensorflow_model_server") is not None,
-                    reason="tensorflow_model_server is installed here")
+@pytest.mark.skipif(
+    find("tensorflow_model_server") is not None, reason="tensorflow_model_server is installed here"
+)
 def test_tfserving_without_the_binary_names_the_official_image(tmp_path: Path) -> None:
     base = tmp_path / "models" / "iris"
     (base / "1").mkdir(parents=True)
@@ -160,8 +176,10 @@ def test_tfserving_without_the_binary_names_the_official_image(tmp_path: Path) -
     assert done.returncode == 1
     [line] = error_lines(done.stderr)
     assert "tensorflow_model_server" in line
-    assert (f"docker run --rm -p 127.0.0.1:8601:8501 -v {base}:/models/iris:ro "
-            "-e MODEL_NAME=iris tensorflow/serving:") in line
+    assert (
+        f"docker run --rm -p 127.0.0.1:8601:8501 -v {base}:/models/iris:ro "
+        "-e MODEL_NAME=iris tensorflow/serving:"
+    ) in line
 
 
 @pytest.mark.parametrize(

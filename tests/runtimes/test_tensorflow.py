@@ -53,9 +53,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[list[
         f"print(json.dumps(np.asarray(model(np.array({ROWS!r}, dtype='float32'))).tolist()))\n",
         tmp=tmp,
     )
-    done = run_cli("package", str(tmp / "iris.keras"), "--format", "savedmodel", "--name", NAME,
-                   "--model-version", str(VERSION), "--input-shape", "2,4",
-                   "-o", str(tmp / "models"), tmp=tmp)
+    done = run_cli(
+        "package",
+        str(tmp / "iris.keras"),
+        "--format",
+        "savedmodel",
+        "--name",
+        NAME,
+        "--model-version",
+        str(VERSION),
+        "--input-shape",
+        "2,4",
+        "-o",
+        str(tmp / "models"),
+        tmp=tmp,
+    )
     assert done.returncode == 0, done.stderr
     assert "serve it with runtime: tfserving" in done.stdout
     return tmp / "models" / NAME, expected
@@ -89,8 +101,17 @@ def test_loads_back_with_the_serving_signature_and_keras_answers(
 
 
 def test_version_zero_is_refused(tmp_path: Path) -> None:
-    done = run_cli("package", KERAS_MODEL, "--format", "savedmodel", "--model-version", "0",
-                   "-o", str(tmp_path / "models"), tmp=tmp_path)
+    done = run_cli(
+        "package",
+        KERAS_MODEL,
+        "--format",
+        "savedmodel",
+        "--model-version",
+        "0",
+        "-o",
+        str(tmp_path / "models"),
+        tmp=tmp_path,
+    )
     assert done.returncode == 1
     assert error_lines(done.stderr) == [
         "kubeserve package: error: --model-version must be >= 1 (TF Serving ignores version 0)"

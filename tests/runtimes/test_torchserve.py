@@ -42,8 +42,10 @@ pytestmark = [
     pytest.mark.runtimes,
     pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning"),
     pytest.mark.slow,
-    pytest.mark.skipif(find("torchserve") is None or find_java() is None,
-                       reason="torchserve or Java is not installed"),
+    pytest.mark.skipif(
+        find("torchserve") is None or find_java() is None,
+        reason="torchserve or Java is not installed",
+    ),
 ]
 
 NAME = "tiny"
@@ -56,19 +58,35 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # In-process: torch is loaded here anyway for the reference answers.
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        status = main(["package", TINY_MODEL, "--input-shape", "1,4", "--format", "mar",
-                       "--name", NAME, "-o", str(tmp / "store")])
+        status = main(
+            [
+                "package",
+                TINY_MODEL,
+                "--input-shape",
+                "1,4",
+                "--format",
+                "mar",
+                "--name",
+                NAME,
+                "-o",
+                str(tmp / "store"),
+            ]
+        )
     assert status == 0, stderr.getvalue()
     return tmp
 
 
 @pytest.fixture(scope="module")
 def server(store: Path) -> Iterator[Served]:
-    md = write_md(store / "md.yaml", NAME, "torchserve", "store",
-                  batching={"maxBatchSize": 4, "maxDelayMs": 5})
+    md = write_md(
+        store / "md.yaml",
+        NAME,
+        "torchserve",
+        "store",
+        batching={"maxBatchSize": 4, "maxDelayMs": 5},
+    )
     # Without the variable: `kubeserve serve` must set it for TorchServe itself.
-    env = {key: value for key, value in cli_env(store).items()
-           if key != "ORT_DISABLE_TELEMETRY"}
+    env = {key: value for key, value in cli_env(store).items() if key != "ORT_DISABLE_TELEMETRY"}
     with serving(md, tmp=store, env=env) as served:
         yield served
 
@@ -117,8 +135,11 @@ def test_inference_and_metrics_listen_where_asked(server: Served) -> None:
 
 
 def test_children_run_with_telemetry_off_and_private_temp(server: Served) -> None:
-    [wrapper] = [pid for pid in children_of(server.process.pid)
-                 if "torchserve" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    [wrapper] = [
+        pid
+        for pid in children_of(server.process.pid)
+        if "torchserve" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    ]
     group = group_processes(wrapper)
     assert len(group) >= 3  # the wrapper, Java, and at least one Python worker
     for pid in group:
@@ -129,8 +150,11 @@ def test_children_run_with_telemetry_off_and_private_temp(server: Served) -> Non
 
 
 def test_sigterm_waits_for_java_and_workers(server: Served) -> None:
-    [wrapper] = [pid for pid in children_of(server.process.pid)
-                 if "torchserve" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    [wrapper] = [
+        pid
+        for pid in children_of(server.process.pid)
+        if "torchserve" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    ]
     assert server.stop() == 0
     # `kubeserve serve` returned only after every process it started had exited.
     assert group_processes(wrapper) == []
@@ -162,7 +186,8 @@ def test_a_mar_that_cannot_load_fails_fast_and_leaves_nothing_running(tmp_path: 
     )
     assert "ACCESS_LOG" not in done.stderr  # our readiness polls are not the user's business
     leftovers = [
-        pid for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
+        pid
+        for pid in (int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit())
         if str(store) in _cmdline(pid)
     ]
     assert leftovers == []
