@@ -3,7 +3,9 @@
 kopf gives us watch streams, in-memory indexes, login and the health endpoint. We use its
 low-level event handlers only, so kopf adds no finalizer and no bookkeeping annotation to
 ModelDeployments: deleting one never waits for the operator, even an uninstalled one.
-Periodic drift repair is our own resync loop over the index, and retries go through the
+Drift repair is event-driven: the watches on our children queue their ModelDeployment when
+a child is deleted or a field we set changes (drift.py). Our own resync loop over the index
+is the safety net for missed events and KEDA's ScaledObjects. Retries go through the
 queue's per-object exponential backoff.
 
 The memo carries the API client and the operator config, so tests can inject both.
@@ -25,10 +27,13 @@ import kopf
 
 from . import api, metrics
 from .config import OperatorConfig
+from .drift import drifted
 from .inventory import take_inventory
 from .kube import ApiError, Credentials, KubeClient
 from .operator_main import LOG_OBJECT
 from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
+from .render import render
+from .resources.kinds import CHILD_KINDS, ChildKind
 from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL
 from .scheduling import NodeSummary, node_summary, schedulable
 from .status import conditions_equal, now_rfc3339
@@ -75,6 +80,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     settings.posting.level = logging.INFO
     settings.networking.error_backoffs = RetryForever()
     settings.persistence.diffbase_storage = NoDiffBase()
+    for kind in WATCHED_CHILD_KINDS:
+        # Filtered by the API server: the cluster's other ConfigMaps, Services and
+        # Deployments never reach the operator.
+        settings.watching.label_selectors[_selector(kind)] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     # The watched namespaces; empty: all of them.
     memo.namespaces = list(getattr(memo, "namespaces", None) or [])
     if memo.namespaces:
@@ -317,12 +326,27 @@ def _resync_offset(key: Key, period: float) -> float:
 
 # --- children --------------------------------------------------------------------------
 
+# Every child kind a cluster always serves; KEDA's ScaledObject may be missing, and its drift
+# is repaired by the resync.
+WATCHED_CHILD_KINDS = tuple(kind for kind in CHILD_KINDS if not kind.optional)
+# One repair per second at most: a burst of edits costs one reconcile, and another
+# writer fighting over a field we set (a mutating webhook, a second controller) cannot
+# pull the operator into a hot loop.
+DRIFT_REPAIR_DELAY = 1.0
 
-@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY_LABEL: MANAGED_BY})
-async def child_deployment_event(
-    body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
-) -> None:
-    """Readiness lives on the Deployment: refresh the owner's status when it changes."""
+
+def _selector(kind: ChildKind) -> tuple[str, str] | tuple[str, str, str]:
+    """kopf's resource selector: ("v1", plural) in the core group, (group, version, plural)."""
+    if kind.group:
+        return kind.group, kind.api_version.rpartition("/")[2], kind.plural
+    return kind.api_version, kind.plural
+
+
+async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A child we own changed: restore it at once if our fields drifted, refresh readiness.
+
+    The resync would repair drift too, but only within its period (300 s by default).
+    """
     owner = _owner(body)
     if owner is None:
         return
@@ -335,15 +359,40 @@ async def child_deployment_event(
         return
     if (md.get("status") or {}).get("observedGeneration") is None:
         return  # not reconciled yet: the queued reconcile writes the first status
+    kind = body["kind"]
     if type == "DELETED":
-        memo.cache.owners.pop(("Deployment", key[0], body["metadata"]["name"]), None)
+        memo.cache.owners.pop((kind, key[0], body["metadata"]["name"]), None)
         memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync
         return
+    if _drifted(md, body, memo.config):
+        memo.queue.add(key, delay=DRIFT_REPAIR_DELAY)
+        return
+    if kind != "Deployment":
+        return
+    # Readiness lives on the Deployment.
     status = status_from_deployment(md, body, memo.config, now=now_rfc3339())
     if status is not None and _deployment_view_changed(md.get("status") or {}, status):
         # Only the queue writes status: it posts the Ready events, and it never races a
         # reconcile of the same object with a status built from a stale index entry.
         memo.queue.add(key)
+
+
+for _kind in WATCHED_CHILD_KINDS:
+    kopf.on.event(
+        *_selector(_kind), id=f"child-{_kind.plural}", labels={MANAGED_BY_LABEL: MANAGED_BY}
+    )(child_event)
+
+
+def _drifted(md: dict[str, Any], child: kopf.Body, cfg: OperatorConfig) -> bool:
+    """Whether the child lacks a field the ModelDeployment's current spec gives it."""
+    try:
+        desired = render(api.ModelDeployment.parse(md), cfg)
+    except api.InvalidSpec:
+        return False  # an invalid spec leaves every child as it is
+    for obj in desired:
+        if obj["kind"] == child["kind"] and obj["metadata"]["name"] == child["metadata"]["name"]:
+            return drifted(child, obj)
+    return False  # no longer wanted: the reconcile of the new spec prunes it
 
 
 def _deployment_view_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:

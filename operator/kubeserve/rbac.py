@@ -15,8 +15,9 @@ Where each permission comes from:
   setting it needs update on the owner's ``finalizers`` subresource.
 - Children (``CHILD_KINDS``): get (observe), list (the startup inventory, by label),
   create (server-side apply to a missing object is a create), patch (server-side apply),
-  delete (prune). Deployments are also watched: the operator watches the Deployments it owns
-  to update the status.
+  delete (prune). Children that every cluster serves (all but KEDA's ScaledObject) are also
+  watched, by label: a deleted or hand-edited child is restored at once, and the Deployment's
+  changes update the status.
 - Events (core v1): kopf posts them with POST, never PATCH or PUT (kopf's documented RBAC needs
   only ``create``).
 - Nodes: get, list and watch, read-only, for the GPU ``Schedulable`` condition.
@@ -46,7 +47,7 @@ FINALIZERS_VERBS = ("update",)
 # list: the startup inventory (inventory.py), one LIST per kind instead of a GET per object.
 CHILD_VERBS = ("get", "list", "create", "patch", "delete")
 # Children the operator watches as well as writes: (API group, plural).
-WATCHED_CHILDREN = frozenset({("apps", "deployments")})
+WATCHED_CHILDREN = frozenset((kind.group, kind.plural) for kind in CHILD_KINDS if not kind.optional)
 WATCH_VERBS = ("list", "watch")
 EVENT_VERBS = ("create",)
 NODE_VERBS = ("get", "list", "watch")

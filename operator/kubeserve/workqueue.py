@@ -37,15 +37,17 @@ class WorkQueue:
     _heap: list[tuple[float, int, Hashable]] = field(default_factory=list)
     _due: dict[Hashable, float] = field(default_factory=dict)
     _active: set[Hashable] = field(default_factory=set)
-    _again: set[Hashable] = field(default_factory=set)
+    # Keys added while being worked on -> the delay they were added with.
+    _again: dict[Hashable, float] = field(default_factory=dict)
     _failures: dict[Hashable, int] = field(default_factory=dict)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     def add(self, key: Hashable, delay: float = 0.0) -> None:
         if key in self._active:
-            # Being worked on: run it once more afterwards, with whatever changed meanwhile.
-            self._again.add(key)
+            # Being worked on: run it once more afterwards, with whatever changed meanwhile,
+            # keeping the delay (a rate limit must hold for work that changes what it watches).
+            self._again[key] = min(delay, self._again.get(key, delay))
             return
         due = asyncio.get_running_loop().time() + delay
         if key in self._due and self._due[key] <= due:
@@ -57,7 +59,7 @@ class WorkQueue:
     def forget(self, key: Hashable) -> None:
         """The object is gone: drop pending work and its failure history."""
         self._due.pop(key, None)
-        self._again.discard(key)
+        self._again.pop(key, None)
         self._failures.pop(key, None)
 
     def failures(self, key: Hashable) -> int:
@@ -101,11 +103,10 @@ class WorkQueue:
                 delay = self.backoff.delay(failures)
                 logger.warning("reconcile of %s failed (%s); retrying in %.0fs", key, exc, delay)
                 self._active.discard(key)
-                self._again.discard(key)
+                self._again.pop(key, None)
                 self.add(key, delay)
                 continue
             self._failures.pop(key, None)
             self._active.discard(key)
             if key in self._again:
-                self._again.discard(key)
-                self.add(key)
+                self.add(key, self._again.pop(key))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from kmock_harness import (
     MD_RESOURCE,
     NAMESPACE,
@@ -15,7 +17,10 @@ from kmock_harness import (
 )
 
 from kubeserve import api, rbac
+from kubeserve.config import OperatorConfig
+from kubeserve.drift import drifted
 from kubeserve.kube import resource_path
+from kubeserve.render import render
 from kubeserve.resources.kinds import CHILD_KINDS
 
 MD_PATH = f"/apis/{api.API_VERSION}/namespaces/{NAMESPACE}/{api.PLURAL}"
@@ -207,6 +212,109 @@ async def test_deleted_child_is_restored(kmock: Any, kube_api: Api) -> None:
         assert "Deployment" not in children(kmock)
         restored = await eventually(lambda: children(kmock).get("Deployment"), timeout=180)
     assert restored["spec"]["template"] == first["spec"]["template"]
+
+
+# No resync during these tests: only the watches on the children can repair them.
+NO_RESYNC = OperatorConfig(resync_seconds=3600)
+CHILD_PATHS = {
+    kind.kind: resource_path(kind.api_version, kind.plural, NAMESPACE) for kind in CHILD_KINDS
+}
+
+
+def everything() -> dict[str, Any]:
+    """A ModelDeployment with every always-served child kind: all of them are watched."""
+    return model_deployment(
+        runtime="torchserve",
+        model={"uri": "s3://models/mnist/", "name": "mnist"},
+        autoscaling={"minReplicas": 2, "maxReplicas": 4},
+        networkPolicy={"enabled": True},
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "edit"),
+    [
+        ("ConfigMap", None),
+        ("ConfigMap", {"data": {"config.properties": "enable_envvars_config=true"}}),
+        ("Deployment", {"spec": {"template": {"spec": {"containers": [{"name": "server"}]}}}}),
+        ("Service", None),
+        ("Service", {"spec": {"ports": [{"name": "http", "port": 80}]}}),
+        ("HorizontalPodAutoscaler", {"spec": {"maxReplicas": 40}}),
+        ("PodDisruptionBudget", None),
+        (
+            "NetworkPolicy",
+            {
+                "metadata": {
+                    "labels": {
+                        "app.kubernetes.io/managed-by": "kubeserve",
+                        "app.kubernetes.io/instance": "x",
+                    }
+                }
+            },
+        ),
+    ],
+)
+async def test_a_deleted_or_edited_child_is_restored_at_once_not_at_the_next_resync(
+    kmock: Any, kube_api: Api, kind: str, edit: dict[str, Any] | None
+) -> None:
+    body = everything()
+    wanted = next(
+        c for c in render(api.ModelDeployment.parse(body), NO_RESYNC) if c["kind"] == kind
+    )
+    loop = asyncio.get_running_loop()
+    async with running_operator(kmock, NO_RESYNC):
+        await kube_api.create_md(body)
+        await eventually(lambda: md_status(kmock).get("observedGeneration"))
+        assert not drifted(children(kmock)[kind], wanted)
+        path = f"{CHILD_PATHS[kind]}/mnist"
+        if edit is None:
+            await kube_api.request("DELETE", path)
+            assert kind not in children(kmock)
+        else:
+            await kube_api.request("PATCH", path, edit)
+            assert drifted(children(kmock)[kind], wanted), "the edit took"
+        changed_at = loop.time()
+        await eventually(lambda: (c := children(kmock).get(kind)) and not drifted(c, wanted))
+        restored_after = loop.time() - changed_at
+    assert restored_after < 10 < NO_RESYNC.resync_seconds
+
+
+async def test_changes_to_fields_we_do_not_set_cost_no_applies(kmock: Any, kube_api: Api) -> None:
+    """Only a change to a field we set is drift: controllers and other tools are not."""
+    deployment = f"{CHILD_PATHS['Deployment']}/mnist"
+    async with running_operator(kmock, NO_RESYNC):
+        await kube_api.create_md(everything())
+        await eventually(lambda: md_status(kmock).get("observedGeneration"))
+        await asyncio.sleep(5)
+        before = len(list(kmock))
+        for scaled in range(3, 6):
+            # The HPA scales (spec.replicas is the autoscaler's), the Deployment controller
+            # reports progress that does not change readiness, another tool annotates.
+            await kube_api.request("PATCH", deployment, {"spec": {"replicas": scaled}})
+            await kube_api.request(
+                "PATCH", f"{deployment}/status", {"status": {"updatedReplicas": scaled}}
+            )
+            await kube_api.request(
+                "PATCH",
+                f"{CHILD_PATHS['Service']}/mnist",
+                {"metadata": {"annotations": {"example.com/scraped": str(scaled)}}},
+            )
+        await asyncio.sleep(5)
+        after = list(kmock)[before:]
+
+    assert children(kmock)["Deployment"]["spec"]["replicas"] == 5
+    assert [r.url.path for r in after if "apply-patch" in r.headers.get("Content-Type", "")] == []
+    # The API server filters the watches: other objects of these kinds never reach us.
+    ours = [r for r in kmock if r.headers.get("User-Agent", "").startswith(OURS)]
+    watched = {
+        r.url.path
+        for r in ours
+        if r.params.get("watch")
+        and r.params.get("labelSelector") == "app.kubernetes.io/managed-by=kubeserve"
+    }
+    assert watched == {
+        resource_path(k.api_version, k.plural) for k in CHILD_KINDS if not k.optional
+    }
 
 
 async def test_pruning_removes_only_children_no_longer_wanted(kmock: Any, kube_api: Api) -> None:

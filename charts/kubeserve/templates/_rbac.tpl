@@ -20,29 +20,30 @@ rbac.cluster_rules(), so a new child kind needs a line here too.
   resources: [modeldeployments/finalizers]
   verbs: [update]
 # Children (resources/kinds.py CHILD_KINDS): observe, list once at startup (the inventory),
-# server-side apply (create + patch), prune.
+# server-side apply (create + patch), prune. All but KEDA's ScaledObject are also watched
+# (by label), so a deleted or hand-edited child is restored at once and the Deployment's
+# readiness reaches the ModelDeployment status.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, patch, delete]
-# Deployments are also watched, to update the ModelDeployment status.
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [get, list, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # kopf posts events about handler progress and errors.
 - apiGroups: [""]
   resources: [events]
