@@ -75,6 +75,29 @@ class NoDiffBase(kopf.DiffBaseStorage):
         pass
 
 
+# kopf logs each failed attempt of a watch request here, at ERROR.
+KOPF_WATCH_LOGGER = "kopf._cogs.clients.watching"
+
+
+class QuietForbiddenNodes(logging.Filter):
+    """Drops kopf's retry errors for the Node watch once we know Nodes are forbidden.
+
+    kopf retries a forbidden watch for ever (RetryForever), logging an ERROR each time, every
+    30 s. Forbidden Nodes is a supported RBAC setup: the operator warns once and reports
+    Schedulable Unknown/NodesForbidden, so the retries are noise that hides real errors.
+    """
+
+    def __init__(self, memo: kopf.Memo) -> None:
+        super().__init__()
+        self.memo = memo
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(self.memo, "nodes_forbidden", False):
+            return True
+        message = record.getMessage()
+        return not ("/api/v1/nodes" in message and "APIForbiddenError" in message)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.posting.level = logging.INFO
@@ -106,6 +129,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
     from .workqueue import WorkQueue
 
+    memo.quiet_nodes = QuietForbiddenNodes(memo)
+    logging.getLogger(KOPF_WATCH_LOGGER).addFilter(memo.quiet_nodes)
+
     memo.queue = WorkQueue(lambda key: _work(key, memo))
     memo.tasks = [
         asyncio.create_task(memo.queue.run(), name="kubeserve-workqueue"),
@@ -115,6 +141,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    logging.getLogger(KOPF_WATCH_LOGGER).removeFilter(getattr(memo, "quiet_nodes", None))
     for task in getattr(memo, "tasks", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -10,12 +10,14 @@
 * Namespaced mode: kopf watching one namespace (scanning disabled), with every cluster-wide
   list of a namespaced resource forbidden, still works.
 * Nodes forbidden (403 on list/watch): Schedulable Unknown reason NodesForbidden; the rest
-  of the ModelDeployment is reconciled.
+  of the ModelDeployment is reconciled; one warning, and kopf's endless retries of the Node
+  watch log no error each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from kmock_harness import NAMESPACE, Api, eventually, model_deployment
@@ -157,7 +159,10 @@ async def test_namespaced_mode_with_only_namespace_permissions(cluster: FaultyEm
     assert resources == {"/api/v1/nodes"}, cluster_wide  # beyond discovery, only Nodes
 
 
-async def test_nodes_forbidden_degrades_to_schedulable_unknown(cluster: FaultyEmulator) -> None:
+async def test_nodes_forbidden_degrades_to_schedulable_unknown(
+    cluster: FaultyEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     cluster.inject(Fault("GET", r"^/api/v1/nodes$", 403, times=None, client=None))
     body = model_deployment(gpu={"count": 1})
     async with operator(cluster, CONFIG, namespaces=[NAMESPACE]) as run:
@@ -171,3 +176,8 @@ async def test_nodes_forbidden_degrades_to_schedulable_unknown(cluster: FaultyEm
     assert (placement["status"], placement["reason"]) == ("Unknown", "NodesForbidden")
     node_lists = [r for r, _ in cluster.injected if r.url.path == "/api/v1/nodes"]
     assert len(node_lists) <= 5 * RESYNC / 10 + 10, "retried with backoff, not in a loop"
+    # One warning explains it; kopf's retries of the Node watch (every 30 s) log no error.
+    about_nodes = [r for r in caplog.records if "nodes" in r.getMessage().lower()]
+    errors = [r.getMessage() for r in about_nodes if r.levelno >= logging.ERROR]
+    assert len(node_lists) > 20 and len(errors) <= 3, errors
+    assert [r.levelname for r in about_nodes if "NodesForbidden" in r.getMessage()] == ["WARNING"]
