@@ -141,7 +141,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    logging.getLogger(KOPF_WATCH_LOGGER).removeFilter(getattr(memo, "quiet_nodes", None))
+    if hasattr(memo, "quiet_nodes"):
+        logging.getLogger(KOPF_WATCH_LOGGER).removeFilter(memo.quiet_nodes)
     for task in getattr(memo, "tasks", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
