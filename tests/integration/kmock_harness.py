@@ -2,8 +2,11 @@
 
 kmock treats a server-side apply PATCH to a missing object as 404 (see shared/KMOCK.md).
 A real API server creates the object; so does ApplyingEmulator, assigning a uid and a
-resourceVersion like the real server would. Field ownership and conflicts remain unemulated;
-the kind e2e suite is the judge of those.
+resourceVersion like the real server would. kmock then applies the patch to it and sends the
+one watch event a real server sends for a create, typed MODIFIED instead of ADDED (the
+operator treats both alike; an ADDED of our own before it would double every create's
+watch traffic, which the reconcile benchmark would count against the operator). Field
+ownership and conflicts remain unemulated; the kind e2e suite is the judge of those.
 
 kmock is written for a handful of objects: it picks the reaction for a request by replaying
 the whole request history through every reaction's filters, finds an object by scanning all
@@ -119,8 +122,6 @@ class ApplyingEmulator(KubernetesEmulator, DirectMatching):  # type: ignore[misc
                         self._objects[key].create(body)
                     else:
                         self._objects[key] = body
-                    raw = self._objects[key].last.raw
-                    await self._buses[request.resource].put({"type": "ADDED", "object": raw})
         return await super()._handle(request)
 
 
