@@ -33,7 +33,7 @@ from .kube import ApiError, Credentials, KubeClient
 from .operator_main import LOG_OBJECT
 from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
 from .render import render
-from .resources.kinds import CHILD_KINDS, ChildKind
+from .resources.kinds import WATCHED_CHILD_KINDS, ChildKind
 from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL
 from .scheduling import NodeSummary, node_summary, schedulable
 from .status import conditions_equal, now_rfc3339
@@ -354,9 +354,6 @@ def _resync_offset(key: Key, period: float) -> float:
 
 # --- children --------------------------------------------------------------------------
 
-# Every child kind a cluster always serves; KEDA's ScaledObject may be missing, and its drift
-# is repaired by the resync.
-WATCHED_CHILD_KINDS = tuple(kind for kind in CHILD_KINDS if not kind.optional)
 # One repair per second at most: a burst of edits costs one reconcile, and another
 # writer fighting over a field we set (a mutating webhook, a second controller) cannot
 # pull the operator into a hot loop.
@@ -383,8 +380,13 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     if key not in index:
         return
     md = next(iter(index[key]))
-    if md["metadata"].get("uid") != owner.get("uid"):
+    uid = md["metadata"].get("uid")
+    if uid != owner.get("uid"):
         return
+    if uid in memo.written:
+        # Our last status write may not have reached the index yet; a Deployment that
+        # became ready just after it must not wait for the resync.
+        md = {**md, "status": memo.written[uid]}
     if (md.get("status") or {}).get("observedGeneration") is None:
         return  # not reconciled yet: the queued reconcile writes the first status
     kind = body["kind"]

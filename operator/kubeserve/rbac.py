@@ -34,7 +34,7 @@ discovery (``/api``, ``/apis``: every authenticated user may read them).
 from __future__ import annotations
 
 from .api import GROUP, PLURAL
-from .resources.kinds import CHILD_KINDS, ChildKind
+from .resources.kinds import CHILD_KINDS, WATCHED_CHILD_KINDS, ChildKind
 
 Rule = dict[str, list[str]]
 
@@ -47,7 +47,7 @@ FINALIZERS_VERBS = ("update",)
 # list: the startup inventory (inventory.py), one LIST per kind instead of a GET per object.
 CHILD_VERBS = ("get", "list", "create", "patch", "delete")
 # Children the operator watches as well as writes: (API group, plural).
-WATCHED_CHILDREN = frozenset((kind.group, kind.plural) for kind in CHILD_KINDS if not kind.optional)
+WATCHED_CHILDREN = frozenset((kind.group, kind.plural) for kind in WATCHED_CHILD_KINDS)
 WATCH_VERBS = ("list", "watch")
 EVENT_VERBS = ("create",)
 NODE_VERBS = ("get", "list", "watch")

@@ -5,7 +5,8 @@ A real API server creates the object; so does ApplyingEmulator, assigning a uid 
 resourceVersion like the real server would. kmock then applies the patch to it and sends the
 one watch event a real server sends for a create, typed MODIFIED instead of ADDED (the
 operator treats both alike; an ADDED of our own before it would double every create's
-watch traffic, which the reconcile benchmark would count against the operator). Field
+watch traffic, which the reconcile benchmark would count against the operator). An apply
+that changes nothing sends no watch event, as on a real API server. Field
 ownership and conflicts remain unemulated; the kind e2e suite is the judge of those.
 
 kmock is written for a handful of objects: it picks the reaction for a request by replaying
@@ -110,6 +111,7 @@ class ApplyingEmulator(KubernetesEmulator, DirectMatching):  # type: ignore[misc
             and not request.url.path.endswith("/status")
         ):
             key = (request.resource, request.namespace, request.name)
+            unchanged = False
             async with self._lock:
                 if key not in self._objects or self._objects[key].deleted:
                     body = dict(request.data)
@@ -122,7 +124,26 @@ class ApplyingEmulator(KubernetesEmulator, DirectMatching):  # type: ignore[misc
                         self._objects[key].create(body)
                     else:
                         self._objects[key] = body
+                else:
+                    unchanged = not merge_changes(self._objects[key].raw, request.data)
+            if unchanged:
+                # A real API server sends no watch event for an apply that changes nothing;
+                # kmock would send a MODIFIED. Skip its state change, keep its reactions
+                # (injected faults, the object as the response).
+                return await super(KubernetesEmulator, self)._handle(request)
         return await super()._handle(request)
+
+
+def merge_changes(current: Any, patch: Any) -> bool:
+    """Whether merging ``patch`` (kmock's patch semantics) would change ``current``."""
+    if not isinstance(patch, dict) or not isinstance(current, dict):
+        return bool(current != patch)
+    return any(
+        key in current
+        if value is None
+        else key not in current or merge_changes(current[key], value)
+        for key, value in patch.items()
+    )
 
 
 def model_deployment(name: str = "mnist", **spec: Any) -> dict[str, Any]:

@@ -27,6 +27,9 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
 )
+# Watched by label (handlers.py): every kind a cluster always serves. KEDA may be absent, so
+# a ScaledObject's drift waits for the resync.
+WATCHED_CHILD_KINDS = tuple(kind for kind in CHILD_KINDS if not kind.optional)
 
 
 def kind_of(obj: dict[str, object]) -> ChildKind:
