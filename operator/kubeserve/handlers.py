@@ -34,7 +34,7 @@ from .operator_main import LOG_OBJECT
 from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
 from .render import render
 from .resources.kinds import WATCHED_CHILD_KINDS, ChildKind
-from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL
+from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR
 from .scheduling import NodeSummary, node_summary, schedulable
 from .status import conditions_equal, now_rfc3339
 
@@ -106,7 +106,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     for kind in WATCHED_CHILD_KINDS:
         # Filtered by the API server: the cluster's other ConfigMaps, Services and
         # Deployments never reach the operator.
-        settings.watching.label_selectors[_selector(kind)] = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+        settings.watching.label_selectors[_selector(kind)] = MANAGED_BY_SELECTOR
     # The watched namespaces; empty: all of them.
     memo.namespaces = list(getattr(memo, "namespaces", None) or [])
     if memo.namespaces:
@@ -203,16 +203,28 @@ async def model_deployment_event(
         memo.queue.add(key)
 
 
-async def _work(key: Hashable, memo: kopf.Memo) -> None:
+def _indexed(memo: kopf.Memo, key: Hashable) -> dict[str, Any] | None:
+    """The ModelDeployment as kopf's index has it, with the status we last wrote.
+
+    Our last status write may not have reached the index yet: starting from it, the same
+    change is not written and announced twice, and a Deployment that became ready just
+    after it is not mistaken for one whose owner was never reconciled.
+    """
     index: kopf.Index[Hashable, Any] = memo.model_deployments
     if key not in index:
-        return
-    body = next(iter(index[key]))
+        return None
+    body: dict[str, Any] = next(iter(index[key]))
     uid = body["metadata"].get("uid", "")
     if uid in memo.written:
-        # Our last status write may not have reached the index yet: start from it, so the
-        # same change is not written, and announced, twice.
-        body = {**body, "status": memo.written[uid]}
+        return {**body, "status": memo.written[uid]}
+    return body
+
+
+async def _work(key: Hashable, memo: kopf.Memo) -> None:
+    body = _indexed(memo, key)
+    if body is None:
+        return
+    uid = body["metadata"].get("uid", "")
     kube: KubeClient = memo.kube
     if memo.startup is None:
         memo.startup = asyncio.create_task(_before_first_reconcile(memo), name="kubeserve-startup")
@@ -376,17 +388,9 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     if owner is None:
         return
     key = (body["metadata"]["namespace"], owner["name"])
-    index: kopf.Index[Key, Any] = memo.model_deployments
-    if key not in index:
+    md = _indexed(memo, key)
+    if md is None or md["metadata"].get("uid") != owner.get("uid"):
         return
-    md = next(iter(index[key]))
-    uid = md["metadata"].get("uid")
-    if uid != owner.get("uid"):
-        return
-    if uid in memo.written:
-        # Our last status write may not have reached the index yet; a Deployment that
-        # became ready just after it must not wait for the resync.
-        md = {**md, "status": memo.written[uid]}
     if (md.get("status") or {}).get("observedGeneration") is None:
         return  # not reconciled yet: the queued reconcile writes the first status
     kind = body["kind"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from .kube import ApiError, KubeClient
 from .resources.kinds import CHILD_KINDS
-from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL
+from .resources.labels import MANAGED_BY_SELECTOR
 
 # (kind, namespace, name) of a child.
 ChildKey = tuple[str, str, str]
@@ -38,14 +38,13 @@ async def take_inventory(kube: KubeClient, namespaces: Sequence[str] | None) -> 
     ``namespaces``: the watched namespaces; None for all. Raises ApiError when a kind cannot
     be listed (forbidden, API server down): a partial inventory would hide stale children.
     """
-    selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     owners: dict[ChildKey, str] = {}
     for kind in CHILD_KINDS:
         scopes: Sequence[str | None] = namespaces or [None]
         for namespace in scopes:
             try:
                 items = await kube.list(
-                    kind.api_version, kind.plural, namespace, label_selector=selector
+                    kind.api_version, kind.plural, namespace, label_selector=MANAGED_BY_SELECTOR
                 )
             except ApiError as exc:
                 if exc.status == 404 and kind.optional:

@@ -11,6 +11,8 @@ from .names import label_value
 MANAGED_BY = "kubeserve"
 INSTANCE = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+# Every child we create carries it: the startup inventory and the child watches select by it.
+MANAGED_BY_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 
 
 def selector_labels(md: ModelDeployment) -> dict[str, str]:
