@@ -1,9 +1,12 @@
 """The ModelDeployment CRD, generated from the pydantic models in ``api.py``.
 
-pydantic's JSON Schema is close to a structural OpenAPI v3 schema; this module inlines the
-``$ref``s, turns ``Optional`` unions into optional properties, drops what Kubernetes
-forbids (``additionalProperties: false``, titles) and adds the CEL rules declared on each
-model. crds/ holds the output; a test checks it is current.
+pydantic writes JSON Schema 2020-12; a CRD takes OpenAPI v3.0's structural subset of it.
+This module inlines the ``$ref``s, turns ``Optional`` unions into optional properties,
+drops what Kubernetes forbids (``additionalProperties: false``, titles), translates the
+numeric ``exclusiveMinimum``/``exclusiveMaximum`` of 2020-12 into OpenAPI v3.0's boolean
+form, and refuses any other keyword a CRD schema does not have: an API server would reject
+the whole CRD at install time. Then it adds the CEL rules declared on each model. crds/ holds
+the output; a test checks it is current.
 """
 
 from __future__ import annotations
@@ -14,6 +17,21 @@ from . import api
 from .yamlio import dump
 
 _DROP = {"title", "$defs", "discriminator"}
+
+# The keywords of apiextensions.k8s.io/v1 JSONSchemaProps that a structural schema may use
+# (OpenAPI v3.0 plus Kubernetes' extensions). Anything else fails the CRD's installation.
+OPENAPI_V3_KEYWORDS = frozenset(
+    {
+        "type", "format", "description", "default", "example", "nullable", "enum",
+        "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "multipleOf",
+        "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems",
+        "maxProperties", "minProperties", "required", "items", "properties",
+        "additionalProperties", "allOf", "oneOf", "anyOf", "not",
+        "x-kubernetes-preserve-unknown-fields", "x-kubernetes-embedded-resource",
+        "x-kubernetes-int-or-string", "x-kubernetes-list-map-keys", "x-kubernetes-list-type",
+        "x-kubernetes-map-type", "x-kubernetes-validations",
+    }
+)  # fmt: skip
 
 
 def crd() -> dict[str, Any]:
@@ -140,13 +158,52 @@ def _structural(schema: dict[str, Any]) -> dict[str, Any]:
                 del out["required"]
         if "enum" in out:
             out.setdefault("type", "string")
+        _to_openapi_v3_bounds(out)
         if isinstance(title, str) and title in rules:
             out["x-kubernetes-validations"] = [
                 {"rule": rule, "message": message} for rule, message in rules[title]
             ]
         return out
 
-    return dict(convert(schema))
+    result = dict(convert(schema))
+    _refuse_unknown_keywords(result, "")
+    return result
+
+
+def _to_openapi_v3_bounds(node: dict[str, Any]) -> None:
+    """2020-12's ``exclusiveMinimum: 0`` is OpenAPI v3.0's ``minimum: 0`` with a flag."""
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = node.get(exclusive)
+        if isinstance(value, bool) or value is None:
+            continue
+        if bound in node:
+            raise ValueError(f"both {bound} and a numeric {exclusive}: keep one bound")
+        node[bound], node[exclusive] = value, True
+
+
+def _refuse_unknown_keywords(node: Any, path: str) -> None:
+    """Fail at generation, not at ``kubectl apply -f crds/``, on what a CRD cannot hold."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _refuse_unknown_keywords(item, f"{path}[{index}]")
+        return
+    if not isinstance(node, dict):
+        return
+    unknown = sorted(set(node) - OPENAPI_V3_KEYWORDS)
+    if unknown:
+        raise ValueError(
+            f"{path or '<root>'}: {', '.join(unknown)} is not OpenAPI v3.0 (a CRD schema "
+            "cannot hold it); express it with the keywords a CRD takes, or a CEL rule"
+        )
+    for key in ("properties",):
+        for name, sub in (node.get(key) or {}).items():
+            _refuse_unknown_keywords(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties", "not"):
+        if isinstance(node.get(key), dict):
+            _refuse_unknown_keywords(node[key], f"{path}.{key}")
+    for key in ("allOf", "oneOf", "anyOf"):
+        if key in node:
+            _refuse_unknown_keywords(node[key], f"{path}.{key}")
 
 
 def _collapse_union(node: dict[str, Any]) -> dict[str, Any]:

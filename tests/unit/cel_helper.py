@@ -20,6 +20,7 @@ from typing import Any
 
 import celpy
 import jsonschema  # type: ignore[import-untyped]
+from crd_validator import as_jsonschema
 
 from kubeserve.crd import crd
 
@@ -87,7 +88,7 @@ def all_cel_errors(path: str, value: Any) -> list[str]:
 
 def schema_errors(path: str, value: Any) -> list[str]:
     """OpenAPI (structural schema) errors for ``value`` at ``path``: types, bounds, patterns."""
-    validator = jsonschema.Draft7Validator(_as_jsonschema(schema_at(path)))
+    validator = jsonschema.Draft7Validator(as_jsonschema(schema_at(path)))
     return [
         f"{'.'.join(map(str, e.path)) or path}: {e.message}" for e in validator.iter_errors(value)
     ]
@@ -117,17 +118,3 @@ def _passes(rule: str, value: Any) -> bool:
         # An evaluation error (e.g. a missing field) rejects the object, as in the API server.
         return False
     return isinstance(result, celpy.celtypes.BoolType) and bool(result)
-
-
-def _as_jsonschema(node: Any) -> Any:
-    """Kubernetes' structural-schema extensions in plain JSON Schema terms."""
-    if isinstance(node, list):
-        return [_as_jsonschema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _as_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
-    if node.get("x-kubernetes-int-or-string"):
-        pattern = out.pop("pattern", None)
-        string: dict[str, Any] = {"type": "string", **({"pattern": pattern} if pattern else {})}
-        out["anyOf"] = [{"type": "integer"}, string]
-    return out

@@ -19,22 +19,29 @@ from kubeserve.crd import crd
 _SCHEMA = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
-def _to_jsonschema(node: Any) -> Any:
+def as_jsonschema(node: Any) -> Any:
+    """Kubernetes' structural-schema extensions in plain JSON Schema (Draft 7) terms."""
     if isinstance(node, list):
-        return [_to_jsonschema(n) for n in node]
+        return [as_jsonschema(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
+    out = {k: as_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
     if node.get("x-kubernetes-int-or-string"):
         pattern = out.pop("pattern", None)
         out["anyOf"] = [
             {"type": "integer"},
             {"type": "string", **({"pattern": pattern} if pattern else {})},
         ]
+    # OpenAPI v3.0's boolean flag on a bound is Draft 7's numeric exclusive bound.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if out.get(exclusive) is True:
+            out[exclusive] = out.pop(bound)
+        elif out.get(exclusive) is False:
+            del out[exclusive]
     return out
 
 
-_VALIDATOR = jsonschema.Draft7Validator(_to_jsonschema(_SCHEMA))
+_VALIDATOR = jsonschema.Draft7Validator(as_jsonschema(_SCHEMA))
 _ENV = celpy.Environment()
 
 

@@ -12,7 +12,7 @@ import yaml
 from crd_validator import crd_errors
 
 from kubeserve.api import InvalidSpec, ModelDeployment
-from kubeserve.crd import crd, crd_yaml
+from kubeserve.crd import _structural, crd, crd_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -211,3 +211,33 @@ def test_mutating_a_valid_object_does_not_leak_between_cases() -> None:
     obj = copy.deepcopy(VALID["minimal"])
     ModelDeployment.parse(obj)
     assert obj == VALID["minimal"]
+
+
+def test_numeric_exclusive_bounds_become_openapi_v3_flags() -> None:
+    # pydantic's gt=0 is JSON Schema 2020-12's `exclusiveMinimum: 0`; an API server refuses
+    # a number there ("cannot unmarshal number ... of type bool") and with it the whole CRD.
+    target = _structural({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 9})
+    assert target == {
+        "type": "number",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": 9,
+        "exclusiveMaximum": True,
+    }
+    for path, node in _walk(crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]):
+        for flag in ("exclusiveMinimum", "exclusiveMaximum"):
+            assert isinstance(node.get(flag, True), bool), f"{path}.{flag}"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"a": {"type": "string", "const": "x"}}},
+        {"type": "array", "prefixItems": [{"type": "string"}]},
+        {"type": "object", "propertyNames": {"pattern": "^a"}},
+        {"type": "number", "minimum": 1, "exclusiveMinimum": 0},
+    ],
+)
+def test_constructs_a_crd_cannot_hold_are_refused_at_generation(schema: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"OpenAPI v3\.0|keep one bound"):
+        _structural(schema)
