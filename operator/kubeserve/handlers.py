@@ -17,19 +17,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
-import tempfile
 import zlib
 from collections.abc import Hashable, Iterator
 from typing import Any
 
 import kopf
 
-from . import api, metrics
+from . import api, credentials, metrics
 from .config import OperatorConfig
 from .drift import drifted
 from .inventory import take_inventory
-from .kube import ApiError, Credentials, KubeClient
+from .kube import ApiError, KubeClient
 from .operator_main import LOG_OBJECT
 from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
 from .render import render
@@ -153,17 +151,15 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.login()
-async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
-    if getattr(memo, "connection", None) is not None:
-        info: kopf.ConnectionInfo = memo.connection
-    else:
-        found = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-        if found is None:
-            return None
-        info = found
-        memo.connection = info
-    if getattr(memo, "kube", None) is None:
-        memo.kube = KubeClient(_credentials(info), refresh=lambda: _relogin(kwargs))
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo:
+    # Tests connect to kmock through memo.connection; the operator logs in afresh each time.
+    hook: kopf.ConnectionInfo | None = getattr(memo, "connection", None)
+    info = hook or await credentials.login(**kwargs)
+    kube: KubeClient | None = getattr(memo, "kube", None)
+    if kube is None:
+        memo.kube = KubeClient(info, refresh=lambda: credentials.login(**kwargs))
+    elif hook is None:
+        await kube.use(info)
     return info
 
 
@@ -495,36 +491,3 @@ async def node_event(
             verdict.reason,
         ):
             memo.queue.add(key)
-
-
-# --- credentials ------------------------------------------------------------------------
-
-
-def _credentials(info: kopf.ConnectionInfo) -> Credentials:
-    return Credentials(
-        server=info.server,
-        token=info.token,
-        ca_path=_as_file(info.ca_path, info.ca_data),
-        insecure=bool(info.insecure),
-        certificate_path=_as_file(info.certificate_path, info.certificate_data),
-        private_key_path=_as_file(info.private_key_path, info.private_key_data),
-    )
-
-
-def _as_file(path: Any, data: Any) -> str | None:
-    """ssl wants files; kubeconfigs often embed the PEM data instead."""
-    if path:
-        return os.fsdecode(path)
-    if not data:
-        return None
-    handle, name = tempfile.mkstemp(prefix="kubeserve-", suffix=".pem")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data if isinstance(data, bytes) else str(data).encode())
-    return name
-
-
-async def _relogin(kwargs: dict[str, Any]) -> Credentials:
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    if info is None:
-        raise RuntimeError("no Kubernetes credentials found")
-    return _credentials(info)

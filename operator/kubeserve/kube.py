@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from kopf import ConnectionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -27,17 +27,6 @@ MERGE_PATCH = "application/merge-patch+json"
 TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 # 409 on apply/delete is a lost race with another writer: retrying later converges.
 RETRY_LATER_STATUSES = TRANSIENT_STATUSES | {409}
-
-
-@dataclass(frozen=True)
-class Credentials:
-    server: str
-    token: str | None = None
-    ca_path: str | None = None
-    ca_data: str | None = None
-    insecure: bool = False
-    certificate_path: str | None = None
-    private_key_path: str | None = None
 
 
 class ApiError(Exception):
@@ -74,12 +63,20 @@ def resource_path(
 
 @dataclass
 class KubeClient:
-    credentials: Credentials
-    refresh: Callable[[], Awaitable[Credentials]] | None = None
+    # kopf's login result: it turns every kubeconfig form (token, basic auth, client
+    # certificates and CAs as paths or embedded data) into headers and an SSL context.
+    credentials: ConnectionInfo
+    refresh: Callable[[], Awaitable[ConnectionInfo]] | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 30.0
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     request_count: int = field(default=0, init=False)
+
+    async def use(self, credentials: ConnectionInfo) -> None:
+        """Send the next requests with these credentials (kopf logged in again)."""
+        if credentials != self.credentials:
+            self.credentials = credentials
+            await self.close()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -228,8 +225,7 @@ class KubeClient:
             except ApiError as exc:
                 if exc.status == 401 and self.refresh is not None and not refreshed:
                     # Projected service-account tokens rotate; log in again once.
-                    self.credentials = await self.refresh()
-                    await self.close()
+                    await self.use(await self.refresh())
                     refreshed = True
                     continue
                 if exc.status not in TRANSIENT_STATUSES and exc.status != 0:
@@ -277,27 +273,15 @@ class KubeClient:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             creds = self.credentials
-            headers = {"User-Agent": "kubeserve"}
-            if creds.token:
-                headers["Authorization"] = f"Bearer {creds.token}"
-            connector = aiohttp.TCPConnector(ssl=_ssl_context(creds), limit=64)
+            headers = {"User-Agent": "kubeserve", **creds.as_http_headers()}
+            tls = creds.server.startswith("https")
+            connector = aiohttp.TCPConnector(ssl=creds.as_ssl_context() if tls else False, limit=64)
             self._session = aiohttp.ClientSession(
                 headers=headers,
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
         return self._session
-
-
-def _ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
-    if not creds.server.startswith("https"):
-        return False
-    if creds.insecure:
-        return False
-    context = ssl.create_default_context(cafile=creds.ca_path, cadata=creds.ca_data)
-    if creds.certificate_path and creds.private_key_path:
-        context.load_cert_chain(creds.certificate_path, creds.private_key_path)
-    return context
 
 
 def _error_message(text: str) -> str:

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from kopf import ConnectionInfo
 
-from kubeserve.kube import ApiError, Credentials, KubeClient
+from kubeserve.kube import ApiError, KubeClient
 
 ITEMS = [{"metadata": {"name": f"cm-{i}", "namespace": "ml"}} for i in range(7)]
 
@@ -47,7 +48,7 @@ async def test_list_follows_continue_tokens_and_sends_the_selector(
     server: tuple[str, list[dict[str, str]]],
 ) -> None:
     url, seen = server
-    kube = KubeClient(Credentials(server=url))
+    kube = KubeClient(ConnectionInfo(server=url))
     try:
         items = await kube.list("v1", "configmaps", "ml", label_selector="a=b", page_size=3)
     finally:
@@ -62,7 +63,7 @@ async def test_an_expired_continue_token_is_an_error_not_a_short_list(
     server: tuple[str, list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, _ = server
-    kube = KubeClient(Credentials(server=url))
+    kube = KubeClient(ConnectionInfo(server=url))
     original = kube._request
 
     async def expire(method: str, path: str, **kwargs: Any) -> Any:

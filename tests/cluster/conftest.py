@@ -1,0 +1,243 @@
+"""The real-control-plane session: a control plane, simulated nodes, the chart, the operator.
+
+Once per test session: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+start (envtest.py), the node simulator registers nodes (nodesim.py), the README's
+``helm install`` installs the chart, and ``kubeserve run -A`` runs as a process under the
+chart's own ServiceAccount, so a missing RBAC rule is a 403 and a failed test.
+
+Without ``$KUBEBUILDER_ASSETS`` every test here skips with one reason. Tests that need the
+controller manager or the scheduler skip, saying so, when the assets hold only
+kube-apiserver and etcd (as setup-envtest's do).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from envtest import THIRD_PARTY_CRDS_ENV, ControlPlane, find_assets, free_port
+from kubeapi import Kube, eventually
+from nodesim import NodeSimulator, SimNode, gpu_node
+
+ROOT = Path(__file__).resolve().parents[2]
+# The kind suite's kubectl/helm wrapper serves here unchanged.
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from e2elib import Kube as Tools  # noqa: E402
+from e2elib import tool  # noqa: E402
+
+CHART = ROOT / "charts" / "kubeserve"
+RELEASE = OPERATOR_NAMESPACE = "kubeserve"
+SERVICE_ACCOUNT = "kubeserve"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+# Nodes every test can use; GPU tests add their own with products no other test names.
+SESSION_NODES = (
+    SimNode("cpu-1"),
+    SimNode("cpu-2"),
+    gpu_node("gpu-l4", "NVIDIA-L4", count=4, memory_mib=23034),
+    gpu_node("gpu-a100-mig", "NVIDIA-A100-SXM4-80GB", mig={"1g.10gb": 7, "3g.40gb": 2}),
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/cluster" in str(item.fspath):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    assets = find_assets()
+    if isinstance(assets, str):
+        pytest.skip(assets)
+    plane = ControlPlane(assets, tmp_path_factory.mktemp("envtest"))
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Kube:
+    plane = control_plane
+    return Kube(plane.url, str(plane.ca.pair.cert), (str(plane.admin.cert), str(plane.admin.key)))
+
+
+@pytest.fixture(scope="session")
+def tools(control_plane: ControlPlane) -> Tools:
+    kubectl, helm = tool("kubectl"), tool("helm")
+    if kubectl is None or helm is None:
+        pytest.fail("kubectl and helm are needed: `make setup` installs both into .venv")
+    return Tools(kubectl, helm, control_plane.admin_kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def controllers(control_plane: ControlPlane) -> None:
+    """Tests that need Deployments turned into pods, or garbage collection."""
+    if not control_plane.has_controller_manager:
+        pytest.skip("needs kube-controller-manager in $KUBEBUILDER_ASSETS (envtest has none)")
+
+
+@pytest.fixture(scope="session")
+def scheduler(control_plane: ControlPlane, controllers: None) -> None:
+    if not control_plane.has_scheduler:
+        pytest.skip("needs kube-scheduler in $KUBEBUILDER_ASSETS (envtest has none)")
+
+
+@pytest.fixture(scope="session")
+def nodes(kube: Kube, control_plane: ControlPlane) -> Iterator[NodeSimulator]:
+    simulator = NodeSimulator(kube)
+    for node in SESSION_NODES:
+        simulator.add(node)
+    simulator.start()
+    try:
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture(scope="session")
+def third_party_crds(tools: Tools) -> Path:
+    """Gateway API, KEDA and Prometheus Operator CRDs, installed as those projects do."""
+    folder = os.environ.get(THIRD_PARTY_CRDS_ENV)
+    if not folder or not Path(folder).is_dir():
+        pytest.skip(f"needs ${THIRD_PARTY_CRDS_ENV}: a folder of third-party CRDs")
+    tools.kubectl("apply", "--server-side", "-f", folder, timeout=120)
+    tools.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def installed(tools: Tools, nodes: NodeSimulator) -> Tools:
+    """The README's first cluster command, as a user runs it."""
+    tools.helm("install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE, "--create-namespace")
+    tools.kubectl(
+        "wait", "--for=condition=Established", "crd/modeldeployments.kubeserve.io",
+        "--timeout=60s",
+    )  # fmt: skip
+    return tools
+
+
+class Operator:
+    """``kubeserve run -A`` as a process, logged in with a kubeconfig of our choosing."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.extra_env = env or {}
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"operator-{self.runs}.log"
+
+    def start(self) -> None:
+        self.runs += 1
+        port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "ORT_DISABLE_TELEMETRY": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        with self.log.open("wb") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "kubeserve", "run", "-A", "--metrics-port=0",
+                 f"--liveness=http://127.0.0.1:{port}/healthz"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+
+        def healthy() -> bool:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise AssertionError(f"the operator exited:\n{self.log_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        eventually(healthy, timeout=60, what="the operator's /healthz")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.popen is None or self.popen.poll() is not None:
+            return None if self.popen is None else self.popen.returncode
+        os.killpg(self.popen.pid, sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+            raise AssertionError(f"the operator ignored signal {sig} for {timeout}s") from None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def service_account_kubeconfig(tools: Tools, plane: ControlPlane, name: str) -> Path:
+    token = tools.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=4h"
+    ).stdout.strip()
+    return plane.write_token_kubeconfig(name, token)
+
+
+@pytest.fixture(scope="session")
+def operator(
+    installed: Tools, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """The operator under the chart's RBAC: a token of the chart's ServiceAccount."""
+    config = service_account_kubeconfig(installed, control_plane, "operator")
+    running = Operator(config, tmp_path_factory.mktemp("operator"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def namespace(kube: Kube, tools: Tools, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace that enforces Pod Security "restricted" for what we generate."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kube.create(
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": name, "labels": dict(RESTRICTED)}},
+        "namespaces",
+    )  # fmt: skip
+    yield name
+    if request.node.stash.get(FAILED, False):
+        print(tools.diagnose(name, OPERATOR_NAMESPACE))
+    kube.delete("v1", "namespaces", None, name)
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+def model_deployment(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeserve.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"runtime": "onnxruntime", "model": {"uri": "s3://models/mnist/"}, **spec},
+    }
