@@ -387,9 +387,13 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     md = _indexed(memo, key)
     if md is None or md["metadata"].get("uid") != owner.get("uid"):
         return
-    if (md.get("status") or {}).get("observedGeneration") is None:
-        return  # not reconciled yet: the queued reconcile writes the first status
     kind = body["kind"]
+    if (md.get("status") or {}).get("observedGeneration") is None:
+        # Not reconciled yet, or its first reconcile runs now and may have read the
+        # Deployment before this change: the queue runs it (again, after the running one).
+        if kind == "Deployment":
+            memo.queue.add(key)
+        return
     if type == "DELETED":
         memo.cache.owners.pop((kind, key[0], body["metadata"]["name"]), None)
         memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync

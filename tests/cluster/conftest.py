@@ -220,6 +220,12 @@ def namespace(kube: Kube, tools: Tools, request: pytest.FixtureRequest) -> Itera
     yield name
     if request.node.stash.get(FAILED, False):
         print(tools.diagnose(name, OPERATOR_NAMESPACE))
+        if "operator" in request.fixturenames:
+            running: Operator = request.getfixturevalue("operator")
+            print("--- operator log, this namespace and errors")
+            for line in running.log_text().splitlines():
+                if name in line or "ERROR" in line or "Traceback" in line:
+                    print(line)
     kube.delete("v1", "namespaces", None, name)
 
 
