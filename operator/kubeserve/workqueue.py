@@ -25,7 +25,8 @@ class Backoff:
     cap: float = 300.0
 
     def delay(self, failures: int) -> float:
-        return float(min(self.base * 2 ** (failures - 1), self.cap))
+        # 2 ** 1024 does not fit a float (OverflowError); any sane cap is reached before 2 ** 64.
+        return float(min(self.base * 2 ** min(failures - 1, 64), self.cap))
 
 
 @dataclass
@@ -69,7 +70,22 @@ class WorkQueue:
         return len(self._due)
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._worker() for _ in range(self.workers)))
+        # A dead worker would shrink the pool silently, and its run() error would fail kopf's
+        # cleanup (retried for ever: SIGTERM hangs). So only cancellation ends this.
+        workers = {asyncio.create_task(self._worker()) for _ in range(self.workers)}
+        try:
+            while True:
+                done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    workers.discard(task)
+                    error = None if task.cancelled() else task.exception()
+                    logger.error("a work queue worker died; starting another", exc_info=error)
+                    # After a pause: a worker that dies at once again must not spin the loop.
+                    workers.add(asyncio.create_task(self._worker(pause=1.0)))
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
     async def _next(self) -> Hashable:
         loop = asyncio.get_running_loop()
@@ -89,24 +105,31 @@ class WorkQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    async def _worker(self) -> None:
+    async def _worker(self, pause: float = 0.0) -> None:
+        await asyncio.sleep(pause)
         while True:
             key = await self._next()
             self._active.add(key)
+            done = False
+            delay: float | None = None
             try:
                 await self.work(key)
-            except asyncio.CancelledError:
-                raise
+                done = True
             except Exception as exc:  # one object's failure must not stop the others
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = self.backoff.delay(failures)
                 logger.warning("reconcile of %s failed (%s); retrying in %.0fs", key, exc, delay)
+            finally:
+                # Whatever escaped above (a BaseException, a bug here, cancellation), the key
+                # must leave _active, or every later add() would park it in _again for ever.
                 self._active.discard(key)
-                self._again.pop(key, None)
-                self.add(key, delay)
-                continue
-            self._failures.pop(key, None)
-            self._active.discard(key)
-            if key in self._again:
-                self.add(key, self._again.pop(key))
+                again = self._again.pop(key, None)
+                if done:
+                    self._failures.pop(key, None)
+                    if again is not None:
+                        self.add(key, again)
+                else:
+                    # The retry supersedes a pending re-run. Without a delay to go by, the cap:
+                    # late rather than in a hot loop.
+                    self.add(key, self.backoff.cap if delay is None else delay)
