@@ -34,7 +34,7 @@ from .render import render
 from .resources.kinds import WATCHED_CHILD_KINDS, ChildKind
 from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR
 from .scheduling import NodeSummary, node_summary, schedulable
-from .status import conditions_equal, now_rfc3339
+from .status import DEPLOYMENT_READY_REASONS, conditions_equal, now_rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -430,11 +430,11 @@ def _drifted(md: dict[str, Any], child: kopf.Body, cfg: OperatorConfig) -> bool:
 
 
 def _deployment_view_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether what the Deployment reports (replicas, Available, Progressing) changed.
+    """Whether what the Deployment decides (replicas, Available, Progressing, Ready) changed.
 
-    Not Ready: reconcile weighs Ready against more than the Deployment (Schedulable, the
-    autoscaler), so comparing it here would see a difference on every event and queue the
-    object forever.
+    Ready only while the Deployment alone decides it: reconcile weighs Ready against more
+    (Schedulable, the autoscaler, ownership), and comparing such a Ready here would see a
+    difference on every event and queue the object forever.
     """
     if any(old.get(key) != new.get(key) for key in ("replicas", "readyReplicas")):
         return True
@@ -444,6 +444,7 @@ def _deployment_view_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
             (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
             for c in status.get("conditions", [])
             if c.get("type") in ("Available", "Progressing")
+            or (c.get("type") == "Ready" and c.get("reason") in DEPLOYMENT_READY_REASONS)
         )
 
     return view(old) != view(new)

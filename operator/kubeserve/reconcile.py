@@ -161,7 +161,7 @@ async def reconcile(
     verdicts.append(placement)
     if placement.status == FALSE and replica_counts(deployment)[2] == 0:
         blockers.append(as_ready(placement))
-    verdicts.append(ready_verdict(deployment, blockers))
+    verdicts.append(ready_verdict(deployment, blockers, autoscaled=bool(md.spec.autoscaling)))
     status = status_for(
         previous,
         generation=generation,
@@ -238,7 +238,10 @@ def status_from_deployment(
     return status_for(
         previous,
         generation=previous.get("observedGeneration"),
-        verdicts=[*deployment_verdicts(deployment), ready_verdict(deployment, blockers)],
+        verdicts=[
+            *deployment_verdicts(deployment),
+            ready_verdict(deployment, blockers, autoscaled=bool(md.spec.autoscaling)),
+        ],
         now=now or now_rfc3339(),
         deployment=deployment,
         url=url(md, cfg),

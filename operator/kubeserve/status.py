@@ -101,21 +101,53 @@ def replica_counts(deployment: Mapping[str, Any] | None) -> tuple[int, int, int]
     return int(desired), int(status.get("replicas", 0)), int(status.get("readyReplicas", 0))
 
 
+# The reasons of a Ready that the Deployment alone decides (see ready_verdict).
+DEPLOYMENT_READY_REASONS = frozenset(
+    {"DeploymentMissing", "ScaledToZero", "RolloutInProgress", "ReplicasNotReady", "ReplicasReady"}
+)
+
+
 def ready_verdict(
-    deployment: Mapping[str, Any] | None, blockers: Sequence[Verdict] = ()
+    deployment: Mapping[str, Any] | None,
+    blockers: Sequence[Verdict] = (),
+    *,
+    autoscaled: bool = False,
 ) -> Verdict:
-    """The roll-up. A blocker is a condition that, when False, explains why nothing serves."""
+    """The roll-up. A blocker is a condition that, when False, explains why nothing serves.
+
+    Ready means the current spec serves, as ``kubectl rollout status`` (and Flux's and Argo
+    CD's health checks) see a Deployment: it has acted on its latest generation, no pod of
+    an older template is left, and the new pods are available. Old pods still serving a
+    broken new spec are not Ready. With an autoscaler, one available pod is enough: the
+    autoscaler's scale-ups are not rollouts, and Ready must not flap with them.
+    """
     for blocker in blockers:
         if blocker.status == FALSE:
             return Verdict("Ready", FALSE, blocker.reason, blocker.message)
     if deployment is None:
         return Verdict("Ready", FALSE, "DeploymentMissing", "the Deployment does not exist yet")
-    desired, _current, ready = replica_counts(deployment)
+    desired, current, _ready = replica_counts(deployment)
     if desired == 0:
         return Verdict("Ready", FALSE, "ScaledToZero", "no replicas are running")
-    if ready < 1:
-        return Verdict("Ready", FALSE, "ReplicasNotReady", f"{ready}/{desired} replicas ready")
-    return Verdict("Ready", TRUE, "ReplicasReady", f"{ready}/{desired} replicas ready")
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return Verdict(
+            "Ready", FALSE, "RolloutInProgress", "the Deployment has not acted on this spec yet"
+        )
+    updated = int(status.get("updatedReplicas", 0))
+    available = int(status.get("availableReplicas", 0))
+    if current > updated or (not autoscaled and updated < desired):
+        return Verdict(
+            "Ready",
+            FALSE,
+            "RolloutInProgress",
+            f"{updated}/{desired} replicas run the current spec, {available} available",
+        )
+    if available < (1 if autoscaled else desired):
+        return Verdict("Ready", FALSE, "ReplicasNotReady", f"{available}/{desired} replicas ready")
+    return Verdict("Ready", TRUE, "ReplicasReady", f"{available}/{desired} replicas ready")
 
 
 def invalid_spec_verdicts(message: str) -> list[Verdict]:

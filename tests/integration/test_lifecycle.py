@@ -123,8 +123,11 @@ async def test_status_reports_url_and_readiness_from_the_deployment(
             f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/mnist/status",
             {
                 "status": {
+                    "observedGeneration": 1,
                     "replicas": 1,
+                    "updatedReplicas": 1,
                     "readyReplicas": 1,
+                    "availableReplicas": 1,
                     "conditions": [
                         {
                             "type": "Available",

@@ -114,8 +114,11 @@ async def mark_ready(api: Api, name: str = "mnist", replicas: int = 2) -> None:
         f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{name}/status",
         {
             "status": {
+                "observedGeneration": 1,
                 "replicas": replicas,
+                "updatedReplicas": replicas,
                 "readyReplicas": replicas,
+                "availableReplicas": replicas,
                 "conditions": [
                     {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
                     {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},

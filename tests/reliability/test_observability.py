@@ -61,8 +61,11 @@ async def mark_ready(client: Api) -> None:
         DEPLOYMENT_STATUS,
         {
             "status": {
+                "observedGeneration": 1,
                 "replicas": 1,
+                "updatedReplicas": 1,
                 "readyReplicas": 1,
+                "availableReplicas": 1,
                 "conditions": [
                     {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
                     {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},

@@ -19,13 +19,28 @@ from kubeserve.status import (
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
 
-def deployment(replicas: int = 1, ready: int = 0, available: str | None = None) -> dict[str, Any]:
-    status: dict[str, Any] = {"replicas": replicas, "readyReplicas": ready}
+def deployment(
+    replicas: int = 1,
+    ready: int = 0,
+    available: str | None = None,
+    *,
+    updated: int | None = None,
+    observed: int = 1,
+) -> dict[str, Any]:
+    """A Deployment at generation 1 as the controller reports it; ``updated`` pods run it."""
+    updated = replicas if updated is None else updated
+    status: dict[str, Any] = {
+        "observedGeneration": observed,
+        "replicas": replicas,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+    }
     if available:
         status["conditions"] = [
             {"type": "Available", "status": available, "reason": "R", "message": "m"}
         ]
-    return {"spec": {"replicas": replicas}, "status": status}
+    return {"metadata": {"generation": 1}, "spec": {"replicas": replicas}, "status": status}
 
 
 def test_transition_time_moves_only_when_status_changes() -> None:
@@ -66,7 +81,12 @@ def test_untouched_conditions_are_kept_and_order_is_stable() -> None:
     [
         (None, [], FALSE, "DeploymentMissing"),
         (deployment(1, 0), [], FALSE, "ReplicasNotReady"),
-        (deployment(2, 1, "True"), [], TRUE, "ReplicasReady"),
+        (deployment(2, 2, "True"), [], TRUE, "ReplicasReady"),
+        # Fewer than all replicas: serving, but the rollout is not done.
+        (deployment(2, 1, "True"), [], FALSE, "ReplicasNotReady"),
+        # The old pods serve while none of the new spec's is ready: not Ready.
+        (deployment(2, 2, "True", updated=1), [], FALSE, "RolloutInProgress"),
+        (deployment(2, 2, "True", observed=0), [], FALSE, "RolloutInProgress"),
         (deployment(0, 0), [], FALSE, "ScaledToZero"),
         (
             deployment(2, 2, "True"),
@@ -87,6 +107,16 @@ def test_ready_rollup(
 ) -> None:
     verdict = ready_verdict(obj, blockers)
     assert (verdict.status, verdict.reason) == (status, reason)
+
+
+def test_with_an_autoscaler_one_available_pod_of_the_current_spec_is_ready() -> None:
+    # The HPA raised replicas to 3; its new pods are starting: a scale-up, not a rollout.
+    scaling = deployment(3, 1, "True")
+    assert ready_verdict(scaling, autoscaled=True).status == TRUE
+    assert ready_verdict(scaling).status == FALSE
+    # ... but old pods alone never make it Ready.
+    old_only = deployment(3, 3, "True", updated=0)
+    assert ready_verdict(old_only, autoscaled=True).reason == "RolloutInProgress"
 
 
 def test_available_and_progressing_come_from_the_deployment() -> None:
