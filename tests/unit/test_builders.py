@@ -7,6 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+import kubeserve.resources.labels as labels_module
 from kubeserve.api import ModelDeployment
 from kubeserve.config import OperatorConfig
 from kubeserve.render import render
@@ -266,3 +267,27 @@ def test_rendered_objects_validate_against_kubernetes_schemas(
         assert len(obj["metadata"]["name"]) <= MAX_NAME
         for value in obj["metadata"]["labels"].values():
             assert len(value) <= 63
+
+
+# -- what an operator upgrade may and may not change in the pod template -----------------------
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tfserving", "torchserve"])
+def test_an_operator_upgrade_leaves_the_pod_template_alone(
+    runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec: dict[str, Any] = {"runtime": runtime, "image": f"mirror.local/{runtime}:pinned"}
+
+    def rendered(version: str) -> dict[str, Any]:
+        monkeypatch.setattr(labels_module, "__version__", version)
+        return by_kind(render(md(**spec), CFG))["Deployment"]
+
+    old, new = rendered("0.1.0"), rendered("0.1.1")
+    # A changed template is a rollout of every model server on every operator upgrade.
+    assert old["spec"]["template"] == new["spec"]["template"]
+    assert "app.kubernetes.io/version" not in new["spec"]["template"]["metadata"]["labels"]
+    # The Deployment itself (and every other child) still says which operator made it.
+    assert old["metadata"]["labels"]["app.kubernetes.io/version"] == "0.1.0"
+    assert new["metadata"]["labels"]["app.kubernetes.io/version"] == "0.1.1"
+    for child in render(md(**spec), CFG):
+        assert child["metadata"]["labels"]["app.kubernetes.io/version"] == "0.1.1"

@@ -10,7 +10,7 @@ from ..config import OperatorConfig
 from ..runtimes import runtime_for
 from ..runtimes.base import CONFIG_DIR, BuildContext
 from . import gpu as gpu_rules
-from .labels import labels, metadata, selector_labels
+from .labels import metadata, pod_labels, selector_labels
 from .names import child_name
 from .security import container_security_context, pod_security_context
 from .storage import model_storage
@@ -37,7 +37,7 @@ def deployment(
         "strategy": strategy(md),
         "revisionHistoryLimit": 3,
         "template": {
-            "metadata": {"labels": labels(md)},
+            "metadata": {"labels": pod_labels(md)},
             "spec": pod_spec(md, cfg, config_map=config_map),
         },
     }

@@ -24,13 +24,22 @@ def selector_labels(md: ModelDeployment) -> dict[str, str]:
     }
 
 
-def labels(md: ModelDeployment) -> dict[str, str]:
+def pod_labels(md: ModelDeployment) -> dict[str, str]:
+    """The pod template's labels: nothing that changes when only the operator changes.
+
+    A pod template label that follows the operator's version would change every template on
+    every operator upgrade, and so restart every model server in the cluster.
+    """
     return {
         **selector_labels(md),
         "app.kubernetes.io/component": "model-server",
         "app.kubernetes.io/part-of": "kubeserve",
-        "app.kubernetes.io/version": __version__,
     }
+
+
+def labels(md: ModelDeployment) -> dict[str, str]:
+    """The labels of every child object itself: the pod labels plus the operator's version."""
+    return {**pod_labels(md), "app.kubernetes.io/version": __version__}
 
 
 def owner_reference(md: ModelDeployment) -> dict[str, Any]:
