@@ -6,7 +6,16 @@ EXTRAS := onnx,storage,package,tensorflow,torchserve,test,lint,bench
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test unit lint demo images e2e crd bench clean docs
+# The real control plane of tests/cluster, found through $KUBEBUILDER_ASSETS (envtest's
+# convention). Here it is ../shared/k8s unpacked into .build/k8s; elsewhere set the variable
+# to setup-envtest's folder (add kube-controller-manager and kube-scheduler beside it).
+SHARED_K8S ?= ../shared/k8s
+ifneq ($(wildcard $(SHARED_K8S)/unpack.sh),)
+export KUBEBUILDER_ASSETS ?= $(CURDIR)/.build/k8s
+export KUBESERVE_THIRD_PARTY_CRDS ?= $(abspath $(SHARED_K8S)/crds)
+endif
+
+.PHONY: setup assets test unit cluster lint demo images e2e crd bench clean docs
 
 setup: $(STAMP)
 
@@ -17,14 +26,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python scripts/install-helm.py
 	rm -f $(VENV)/.installed-* && touch $@
 
+assets:
+	@if [ -f $(SHARED_K8S)/unpack.sh ]; then bash $(SHARED_K8S)/unpack.sh .build/k8s; \
+	else echo "assets: no $(SHARED_K8S); tests/cluster uses \$$KUBEBUILDER_ASSETS or skips"; fi
+
 lint: setup
 	$(BIN)/ruff check operator tests bench scripts
 	$(BIN)/ruff format --check operator tests bench scripts
 	$(BIN)/mypy
 
-# Everything but the kind e2e suite: unit, integration (kmock), runtimes, chart, images.
-test: setup lint
+# Everything but the kind e2e suite: unit, integration (kmock), the real control plane
+# (tests/cluster), runtimes, chart, images.
+test: setup lint assets
 	$(BIN)/python -m pytest
+
+cluster: setup assets
+	$(BIN)/python -m pytest tests/cluster
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit tests/integration

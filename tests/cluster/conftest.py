@@ -5,7 +5,8 @@ start (envtest.py), the node simulator registers nodes (nodesim.py), the README'
 ``helm install`` installs the chart, and ``kubeserve run -A`` runs as a process under the
 chart's own ServiceAccount, so a missing RBAC rule is a 403 and a failed test.
 
-Without ``$KUBEBUILDER_ASSETS`` every test here skips with one reason. Tests that need the
+Without ``$KUBEBUILDER_ASSETS`` every test here skips with one reason (or fails, with
+``KUBESERVE_CLUSTER_REQUIRED=1``, as CI sets). Tests that need the
 controller manager or the scheduler skip, saying so, when the assets hold only
 kube-apiserver and etcd (as setup-envtest's do).
 """
@@ -34,6 +35,8 @@ from e2elib import Kube as Tools  # noqa: E402
 from e2elib import tool  # noqa: E402
 
 CHART = ROOT / "charts" / "kubeserve"
+# CI sets it: a machine meant to run this suite must not pass it by skipping.
+REQUIRED_ENV = "KUBESERVE_CLUSTER_REQUIRED"
 RELEASE = OPERATOR_NAMESPACE = "kubeserve"
 SERVICE_ACCOUNT = "kubeserve"
 RESTRICTED = {
@@ -59,6 +62,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     assets = find_assets()
     if isinstance(assets, str):
+        if os.environ.get(REQUIRED_ENV) == "1":
+            pytest.fail(f"{assets} ({REQUIRED_ENV}=1)")
         pytest.skip(assets)
     plane = ControlPlane(assets, tmp_path_factory.mktemp("envtest"))
     plane.start()
