@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -291,3 +293,47 @@ def test_an_operator_upgrade_leaves_the_pod_template_alone(
     assert new["metadata"]["labels"]["app.kubernetes.io/version"] == "0.1.1"
     for child in render(md(**spec), CFG):
         assert child["metadata"]["labels"]["app.kubernetes.io/version"] == "0.1.1"
+
+
+CONFIG_HASH = "kubeserve.io/config-hash"
+
+
+def template_annotations(objs: list[dict[str, Any]]) -> dict[str, str]:
+    meta = by_kind(objs)["Deployment"]["spec"]["template"]["metadata"]
+    return dict(meta.get("annotations") or {})
+
+
+@pytest.mark.parametrize(
+    ("runtime", "before", "after"),
+    [
+        # TorchServe reads config.properties (batch size, delay) only at start.
+        ("torchserve", None, {"maxBatchSize": 8, "maxDelayMs": 50}),
+        ("torchserve", {"maxBatchSize": 8, "maxDelayMs": 50}, {"maxBatchSize": 8, "maxDelayMs": 5}),
+        # TF Serving reads batching_parameters.txt only at start; the args do not change.
+        ("tfserving", {"maxBatchSize": 16, "maxDelayMs": 2}, {"maxBatchSize": 32, "maxDelayMs": 2}),
+    ],
+)
+def test_a_config_only_change_changes_the_pod_template(
+    runtime: str, before: dict[str, Any] | None, after: dict[str, Any]
+) -> None:
+    def rendered(batching: dict[str, Any] | None) -> list[dict[str, Any]]:
+        spec: dict[str, Any] = {"runtime": runtime}
+        if batching:
+            spec["batching"] = batching
+        return render(md(**spec), CFG)
+
+    old, new = rendered(before), rendered(after)
+    assert by_kind(old)["ConfigMap"]["data"] != by_kind(new)["ConfigMap"]["data"]
+    # Servers read the ConfigMap only at start: the template must change so the pods roll.
+    assert template_annotations(old)[CONFIG_HASH] != template_annotations(new)[CONFIG_HASH]
+    # ... and nothing else needs to: the same spec gives the same hash.
+    assert template_annotations(new) == template_annotations(rendered(after))
+
+
+def test_the_config_hash_is_the_config_maps_data() -> None:
+    objs = render(md(runtime="torchserve"), CFG)
+    data = by_kind(objs)["ConfigMap"]["data"]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    assert template_annotations(objs)[CONFIG_HASH] == hashlib.sha256(canonical).hexdigest()
+    # No ConfigMap, no hash (ONNX Runtime takes everything as args).
+    assert CONFIG_HASH not in template_annotations(render(md(), CFG))

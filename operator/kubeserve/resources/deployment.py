@@ -10,6 +10,7 @@ from ..config import OperatorConfig
 from ..runtimes import runtime_for
 from ..runtimes.base import CONFIG_DIR, BuildContext
 from . import gpu as gpu_rules
+from .configmap import CONFIG_HASH_ANNOTATION, config_hash
 from .labels import metadata, pod_labels, selector_labels
 from .names import child_name
 from .security import container_security_context, pod_security_context
@@ -32,12 +33,17 @@ def build_context(md: ModelDeployment, cfg: OperatorConfig) -> BuildContext:
 def deployment(
     md: ModelDeployment, cfg: OperatorConfig, *, config_map: str | None
 ) -> dict[str, Any]:
+    template_meta: dict[str, Any] = {"labels": pod_labels(md)}
+    if config_map:
+        template_meta["annotations"] = {
+            CONFIG_HASH_ANNOTATION: config_hash(config_map_data(md, cfg))
+        }
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(md)},
         "strategy": strategy(md),
         "revisionHistoryLimit": 3,
         "template": {
-            "metadata": {"labels": pod_labels(md)},
+            "metadata": template_meta,
             "spec": pod_spec(md, cfg, config_map=config_map),
         },
     }
