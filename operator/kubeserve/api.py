@@ -816,6 +816,12 @@ class ModelDeploymentSpec(_Model):
             "!has(self.sessionOptions) || self.runtime == 'onnxruntime'",
             "sessionOptions applies only to runtime onnxruntime",
         ),
+        # A transition rule (the API server checks it on updates only). The runtime is in
+        # the Deployment's selector, which Kubernetes never lets change.
+        (
+            "self.runtime == oldSelf.runtime",
+            "runtime is immutable: create a new ModelDeployment for the new runtime",
+        ),
     )
 
     @field_validator("node_selector")

@@ -31,6 +31,7 @@ from .kube import ApiError, KubeClient
 from .operator_main import LOG_OBJECT
 from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deployment
 from .render import render
+from .resources.autoscaling import autoscaler_status
 from .resources.kinds import WATCHED_CHILD_KINDS, ChildKind
 from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR
 from .scheduling import NodeSummary, node_summary, schedulable
@@ -120,6 +121,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo.failed_generation = {}
     # The last status written per ModelDeployment uid (we are its only writer).
     memo.written = {}
+    # Uids the API server no longer has, though kopf's index may: after a watch gap kopf
+    # lists again without a DELETED for what vanished meanwhile.
+    memo.gone = set()
+    # Keys queued from the index alone (resync, a child's deletion): confirm them first.
+    memo.confirm = set()
     # kopf's live index views; the queue's workers read them outside any handler.
     memo.model_deployments = kwargs["model_deployments_index"]
     # Node name -> NodeSummary, kept by node_event.
@@ -211,6 +217,8 @@ def _indexed(memo: kopf.Memo, key: Hashable) -> dict[str, Any] | None:
         return None
     body: dict[str, Any] = next(iter(index[key]))
     uid = body["metadata"].get("uid", "")
+    if uid in memo.gone:
+        return None
     if uid in memo.written:
         return {**body, "status": memo.written[uid]}
     return body
@@ -226,6 +234,11 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
         memo.startup = asyncio.create_task(_before_first_reconcile(memo), name="kubeserve-startup")
         memo.tasks.append(memo.startup)
     await asyncio.shield(memo.startup)
+    if key in memo.confirm:
+        memo.confirm.discard(key)
+        if not await _still_there(kube, key, uid):
+            _forget_gone(memo, uid)
+            return
     # Log lines of this work (client retries, event posting, a failure the queue reports)
     # name the object. Left set when the attempt fails, for the queue's line; the next item
     # sets its own.
@@ -240,9 +253,34 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
         metrics.RECONCILE_ERRORS.labels(f"http_{exc.status}" if exc.status else "connection").inc()
         raise
     metrics.RECONCILES.labels("ok").inc()
-    if await _write_status(kube, body, result):
+    try:
+        written = await _write_status(kube, body, result)
+    except ApiError as exc:
+        # 404: deleted. 409: the uid precondition failed (a namesake replaced it), or a
+        # write conflict worth retrying: the live object tells which.
+        if exc.status not in (404, 409) or await _still_there(kube, key, uid):
+            raise
+        logger.info("%s/%s is gone (%s); it is not reconciled again", *key, exc)  # type: ignore[misc]
+        _forget_gone(memo, uid)
+        return
+    if written:
         memo.written[uid] = result.status
+    if result.retry_after is not None:
+        memo.queue.add(key, delay=result.retry_after)
     LOG_OBJECT.reset(token)
+
+
+async def _still_there(kube: KubeClient, key: Hashable, uid: str) -> bool:
+    namespace, name = str(key[0]), str(key[1])  # type: ignore[index]
+    live = await kube.get(api.API_VERSION, api.PLURAL, namespace, name)
+    return live is not None and live["metadata"].get("uid") == uid
+
+
+def _forget_gone(memo: kopf.Memo, uid: str) -> None:
+    """Forget a ModelDeployment the API server no longer has; its children are collected."""
+    memo.gone.add(uid)
+    memo.written.pop(uid, None)
+    memo.cache.forget(uid)
 
 
 async def _before_first_reconcile(memo: kopf.Memo) -> None:
@@ -301,7 +339,9 @@ async def _write_status(kube: KubeClient, body: dict[str, Any], result: Reconcil
     metrics.set_conditions(meta["namespace"], meta["name"], new["conditions"])
     if not _status_changed(old, new):
         return False
-    await kube.patch_status(api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"], new)
+    await kube.patch_status(
+        api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"], new, uid=meta.get("uid")
+    )
     if conditions_equal(old.get("conditions", []), new["conditions"]):
         return True
     now = now_rfc3339()
@@ -347,13 +387,28 @@ async def _resync(memo: kopf.Memo) -> None:
     while True:
         await asyncio.sleep(period)
         period = resync_period(memo.config.resync_seconds, len(index))
+        await _refresh_nodes(memo)
         for key in list(index):
             if memo.queue.failures(key):
                 continue  # already due again after its backoff; never shorten a backoff
             # Spread the work over half the period instead of a thundering herd, with a
             # fixed offset per object: each one is resynced exactly once per period, so
             # drift is repaired within a period.
+            memo.confirm.add(key)
             memo.queue.add(key, delay=_resync_offset(key, period))
+
+
+async def _refresh_nodes(memo: kopf.Memo) -> None:
+    """Nodes deleted during a watch gap leave no event: list them again once a period."""
+    kube: KubeClient | None = getattr(memo, "kube", None)
+    if kube is None or memo.nodes_forbidden:
+        return
+    try:
+        listed = await kube.list("v1", "nodes")
+    except ApiError as exc:
+        logger.warning("could not list Nodes (%s)", exc)
+        return
+    memo.nodes = {node["metadata"]["name"]: node_summary(node) for node in listed}
 
 
 def _resync_offset(key: Key, period: float) -> float:
@@ -383,11 +438,17 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     owner = _owner(body)
     if owner is None:
         return
+    # By namespace and name, as controller-runtime maps a child to its owner: a child of a
+    # deleted namesake belongs to the key too, and its deletion frees the name.
     key = (body["metadata"]["namespace"], owner["name"])
     md = _indexed(memo, key)
-    if md is None or md["metadata"].get("uid") != owner.get("uid"):
+    if md is None:
         return
     kind = body["kind"]
+    if md["metadata"].get("uid") != owner.get("uid"):
+        if type == "DELETED":
+            memo.queue.add(key)
+        return
     if (md.get("status") or {}).get("observedGeneration") is None:
         # Not reconciled yet, or its first reconcile runs now and may have read the
         # Deployment before this change: the queue runs it (again, after the running one).
@@ -396,10 +457,15 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
         return
     if type == "DELETED":
         memo.cache.owners.pop((kind, key[0], body["metadata"]["name"]), None)
+        memo.confirm.add(key)  # the owner may be gone too, its deletion unseen
         memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync
         return
     if _drifted(md, body, memo.config):
         memo.queue.add(key, delay=DRIFT_REPAIR_DELAY)
+        return
+    if kind == "HorizontalPodAutoscaler":
+        if _autoscaler_view_changed(md, body):
+            memo.queue.add(key)
         return
     if kind != "Deployment":
         return
@@ -448,6 +514,23 @@ def _deployment_view_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
         )
 
     return view(old) != view(new)
+
+
+def _autoscaler_view_changed(md: dict[str, Any], hpa: kopf.Body) -> bool:
+    """Whether our HPA's own status changes what AutoscalerReady says."""
+    verdict = autoscaler_status(hpa).condition
+    current = next(
+        (
+            c
+            for c in (md.get("status") or {}).get("conditions", [])
+            if c.get("type") == verdict.type
+        ),
+        None,
+    )
+    return current is None or (current.get("status"), current.get("reason")) != (
+        verdict.status,
+        verdict.reason,
+    )
 
 
 def _owner(body: kopf.Body) -> dict[str, Any] | None:

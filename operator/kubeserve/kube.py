@@ -157,10 +157,21 @@ class KubeClient:
                 raise
 
     async def patch_status(
-        self, api_version: str, plural: str, namespace: str, name: str, status: dict[str, Any]
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        uid: str | None = None,
     ) -> dict[str, Any]:
+        """Merge ``status`` in; with ``uid``, only into that object (else 409: a namesake)."""
         path = resource_path(api_version, plural, namespace, name) + "/status"
-        return await self._request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
+        body: dict[str, Any] = {"status": status}
+        if uid:
+            body["metadata"] = {"uid": uid}
+        return await self._request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
     async def post_event(
         self, involved: dict[str, Any], *, type: str, reason: str, message: str, now: str

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .api import InvalidSpec, ModelDeployment
+from .api import KIND, InvalidSpec, ModelDeployment
 from .config import OperatorConfig
 from .inventory import ChildKey, controller_uid
 from .kube import ApiError, KubeClient
@@ -51,6 +51,8 @@ class ReconcileResult:
     status: dict[str, Any]
     # Human-facing events: (type Normal|Warning, reason, message).
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    # Seconds after which to look again although no event may come (None: no need).
+    retry_after: float | None = None
 
 
 @dataclass
@@ -67,6 +69,8 @@ class ChildCache:
     owners: dict[ChildKey, str] = field(default_factory=dict)
     visited: set[str] = field(default_factory=set)
     inventoried: bool = False
+    # (uid, autoscaler engine) whose Deployment's replicas are known to be the autoscaler's.
+    replicas_released: set[tuple[str, str]] = field(default_factory=set)
 
     def controls(self, key: ChildKey, uid: str) -> bool:
         return self.owners.get(key) == uid
@@ -74,6 +78,7 @@ class ChildCache:
     def forget(self, md_uid: str) -> None:
         """The ModelDeployment is gone; the garbage collector takes its children."""
         self.visited.discard(md_uid)
+        self.replicas_released = {k for k in self.replicas_released if k[0] != md_uid}
         for key in [key for key, uid in self.owners.items() if uid == md_uid]:
             del self.owners[key]
 
@@ -131,22 +136,29 @@ async def reconcile(
 
     applied: dict[str, dict[str, Any]] = {}
     autoscaler_verdict: Verdict | None = None
+    retry_after: float | None = None
+    deployment_failed = False
     for obj in desired:
         kind = kind_of(obj)
         current = existing.get(kind.kind)
         if current is not None and not owned_by(current, uid):
-            message = (
-                f"{kind.kind} {obj['metadata']['name']} exists and is not owned by this "
-                "ModelDeployment; it is left untouched. Delete or rename it."
-            )
-            blockers.append(Verdict("Ready", FALSE, "OwnershipConflict", message))
+            blockers.append(_not_ours(kind, obj["metadata"]["name"], current, md))
+            if blockers[-1].reason == PREDECESSOR_REASON:
+                retry_after = PREDECESSOR_RETRY_SECONDS
+            continue
+        if deployment_failed and kind.kind in SELECTOR_KINDS:
+            # They select the pods by the Deployment's labels: re-pointed at pods that a
+            # refused Deployment never made, they would cut off the pods that serve now.
             continue
         try:
+            if kind.kind == "Deployment":
+                await _hand_over_replicas(kube, md, obj, current, cfg, cache)
             applied[kind.kind] = await kube.apply(obj, kind.plural, field_manager=cfg.field_manager)
         except ApiError as exc:
             verdict = await _apply_failure(kube, kind, exc)
             if verdict.status == UNKNOWN:
                 raise
+            deployment_failed = deployment_failed or kind.kind == "Deployment"
             if kind.optional and verdict.reason == KEDA_NOT_INSTALLED.reason:
                 autoscaler_verdict = KEDA_NOT_INSTALLED
             blockers.append(verdict)
@@ -154,6 +166,9 @@ async def reconcile(
         cache.owners[(kind.kind, md.namespace, obj["metadata"]["name"])] = uid
 
     deployment = applied.get("Deployment", existing.get("Deployment"))
+    if deployment is None and deployment_failed:
+        # Refused, yet an earlier one may serve: the status reports the one that runs.
+        deployment = await kube.get("apps/v1", "deployments", md.namespace, child_name(md.name))
     verdicts = [valid_spec_verdict(), *deployment_verdicts(deployment)]
     autoscaler = await _autoscaler_state(kube, md, applied)
     verdicts.append(autoscaler_verdict or autoscaler.condition)
@@ -172,7 +187,95 @@ async def reconcile(
         autoscaler=_autoscaler_summary(autoscaler),
     )
     events.extend(("Warning", b.reason, b.message) for b in blockers)
-    return ReconcileResult(status, events)
+    return ReconcileResult(status, events, retry_after)
+
+
+# Children whose selector holds the Deployment's pod labels.
+SELECTOR_KINDS = frozenset({"Service", "PodDisruptionBudget", "NetworkPolicy"})
+PREDECESSOR_REASON = "PredecessorBeingDeleted"
+# The garbage collector removes a deleted owner's children within seconds; their deletion
+# events queue us at once, and this is the fallback should one be missed.
+PREDECESSOR_RETRY_SECONDS = 10.0
+# The field manager that holds spec.replicas for a moment while the autoscaler takes over.
+REPLICAS_HANDOVER_MANAGER = "kubeserve-replicas-handover"
+
+
+def _not_ours(
+    kind: ChildKind, name: str, current: Mapping[str, Any], md: ModelDeployment
+) -> Verdict:
+    """Why a child we want is not applied: another owner's object, or a namesake's leftover."""
+    refs = current.get("metadata", {}).get("ownerReferences", [])
+    if any(
+        ref.get("controller") and ref.get("kind") == KIND and ref.get("name") == md.name
+        for ref in refs
+    ):
+        return Verdict(
+            "Ready",
+            FALSE,
+            PREDECESSOR_REASON,
+            f"{kind.kind} {name} belongs to a deleted ModelDeployment of the same name; it is "
+            "replaced once the garbage collector has removed it",
+        )
+    return Verdict(
+        "Ready",
+        FALSE,
+        "OwnershipConflict",
+        f"{kind.kind} {name} exists and is not owned by this ModelDeployment; it is left "
+        "untouched. Delete or rename it.",
+    )
+
+
+async def _hand_over_replicas(
+    kube: KubeClient,
+    md: ModelDeployment,
+    desired: Mapping[str, Any],
+    live: Mapping[str, Any] | None,
+    cfg: OperatorConfig,
+    cache: ChildCache,
+) -> None:
+    """Give spec.replicas to the autoscaler without a drop to 1, and never leave it at 0.
+
+    An apply that stops setting a field we alone manage removes it, and defaulting then
+    sets replicas to 1: turning autoscaling on would cut a 5-replica model to 1 first.
+    Kubernetes' documented transfer: apply the current count under another field manager,
+    then drop the field from ours. An HPA also does nothing at 0 replicas (KEDA's scale to
+    zero, before a switch to the HPA): then the count starts at minReplicas.
+    """
+    autoscaling = md.spec.autoscaling
+    uid = md.metadata.uid or ""
+    if autoscaling is None or "replicas" in desired["spec"]:
+        cache.replicas_released = {k for k in cache.replicas_released if k[0] != uid}
+        return
+    released = (uid, autoscaling.engine.value)
+    if released in cache.replicas_released:
+        return
+    meta = desired["metadata"]
+    if live is None:
+        live = await kube.get("apps/v1", "deployments", meta["namespace"], meta["name"])
+    if live is not None:
+        count = int(live.get("spec", {}).get("replicas", 1))
+        ours = _manages_replicas(live, cfg.field_manager)
+        stuck_at_zero = count == 0 and autoscaling.engine.value == "hpa"
+        if ours or stuck_at_zero:
+            await kube.apply(
+                {
+                    "apiVersion": desired["apiVersion"],
+                    "kind": desired["kind"],
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                    "spec": {"replicas": max(count, autoscaling.min_replicas, 1)},
+                },
+                "deployments",
+                field_manager=REPLICAS_HANDOVER_MANAGER,
+            )
+    cache.replicas_released.add(released)
+
+
+def _manages_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
+    return any(
+        entry.get("manager") == manager
+        and "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+        for entry in deployment.get("metadata", {}).get("managedFields") or []
+    )
 
 
 def as_ready(verdict: Verdict) -> Verdict:

@@ -214,6 +214,16 @@ def operator(
 
 
 @pytest.fixture
+def session_operator_paused(operator: Operator) -> Iterator[None]:
+    """The session's operator stops while a test runs one of its own (one owner at a time)."""
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()
+
+
+@pytest.fixture
 def namespace(kube: Kube, tools: Tools, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace that enforces Pod Security "restricted" for what we generate."""
     name = f"t-{uuid.uuid4().hex[:8]}"

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,16 +130,6 @@ def test_an_exec_credential_plugin(
     config = kubeconfig(control_plane.url, control_plane.ca.pair.cert, user=user)
     result = login_with(config, tmp_path)
     assert result.stdout.strip() == "True", result.stderr
-
-
-@pytest.fixture
-def session_operator_paused(operator: Operator) -> Iterator[None]:
-    """The session's operator stops while a test runs one of its own (one owner at a time)."""
-    operator.stop()
-    try:
-        yield
-    finally:
-        operator.start()
 
 
 @pytest.mark.usefixtures("session_operator_paused", "scheduler")

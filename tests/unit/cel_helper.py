@@ -43,7 +43,16 @@ def schema_at(path: str) -> dict[str, Any]:
 
 def rules_at(path: str) -> list[tuple[str, str]]:
     """(rule, message) of every x-kubernetes-validations entry declared at ``path``."""
-    return [(r["rule"], r["message"]) for r in schema_at(path).get("x-kubernetes-validations", [])]
+    return [
+        (r["rule"], r["message"])
+        for r in schema_at(path).get("x-kubernetes-validations", [])
+        if not is_transition_rule(r["rule"])
+    ]
+
+
+def is_transition_rule(rule: str) -> bool:
+    """A rule on oldSelf: the API server checks it on updates only; these checks model a create."""
+    return "oldSelf" in rule
 
 
 def with_defaults(schema: dict[str, Any], value: Any) -> Any:
@@ -96,7 +105,8 @@ def schema_errors(path: str, value: Any) -> list[str]:
 
 def _walk(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str, str, str, Any]]:
     for rule in schema.get("x-kubernetes-validations", []):
-        yield path, rule["rule"], rule["message"], value
+        if not is_transition_rule(rule["rule"]):
+            yield path, rule["rule"], rule["message"], value
     if isinstance(value, dict):
         for name, sub in schema.get("properties", {}).items():
             if name in value:

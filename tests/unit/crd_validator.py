@@ -47,7 +47,8 @@ _ENV = celpy.Environment()
 
 def _rules(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str, str, str, Any]]:
     for rule in schema.get("x-kubernetes-validations", []):
-        yield path, rule["rule"], rule["message"], value
+        if "oldSelf" not in rule["rule"]:  # checked on updates only; this models a create
+            yield path, rule["rule"], rule["message"], value
     if isinstance(value, dict):
         for name, sub in schema.get("properties", {}).items():
             if name in value:
