@@ -92,3 +92,23 @@ def test_a_batching_change_alone_replaces_the_pods(
     assert [rs["metadata"]["labels"][TEMPLATE_HASH] for rs in current] != [old_hash]
     assert len(replica_sets) == 2  # the old ReplicaSet, scaled to 0, and the new one
     ready(kube, namespace, name)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torchserve"])
+def test_the_api_server_keeps_the_pre_stop_sleep(
+    runtime: str, kube: Kube, tools: Tools, namespace: str
+) -> None:
+    # The kubelet's sleep action (PodLifecycleSleepAction, on by default since 1.30): an API
+    # server without it would drop the field or refuse the Deployment.
+    name = f"drain-{runtime}"
+    tools.apply(model_deployment(name, namespace, runtime=runtime, replicas=2))
+    ready(kube, namespace, name)
+    deploy = kube.get("apps/v1", "deployments", namespace, name)
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    running = pods(kube, namespace, name)
+    assert len(running) == 2
+    for pod in running:
+        (server,) = pod["spec"]["containers"]
+        assert server["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+        assert pod["spec"]["terminationGracePeriodSeconds"] > 5

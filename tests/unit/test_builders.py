@@ -337,3 +337,20 @@ def test_the_config_hash_is_the_config_maps_data() -> None:
     assert template_annotations(objs)[CONFIG_HASH] == hashlib.sha256(canonical).hexdigest()
     # No ConfigMap, no hash (ONNX Runtime takes everything as args).
     assert CONFIG_HASH not in template_annotations(render(md(), CFG))
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tfserving", "torchserve"])
+@pytest.mark.parametrize("extra", [{}, {"gpu": {"count": 1}}, {"autoscaling": {"maxReplicas": 3}}])
+def test_the_server_outlives_its_endpoints_on_the_way_down(
+    runtime: str, extra: dict[str, Any]
+) -> None:
+    pod = by_kind(render(md(runtime=runtime, **extra), CFG))["Deployment"]["spec"]["template"][
+        "spec"
+    ]
+    (container,) = pod["containers"]
+    # Endpoints and proxies learn of a terminating pod after SIGTERM: the kubelet's own
+    # sleep action (Kubernetes 1.30+, no sleep binary in the image) keeps serving meanwhile.
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    # The grace period counts the preStop sleep too: SIGKILL must wait for the drain after it.
+    assert pod["terminationGracePeriodSeconds"] > 5 + 10
+    assert all("lifecycle" not in c for c in pod.get("initContainers", []))

@@ -19,6 +19,17 @@ from .storage import model_storage
 # KServe's defaults: enough for a small model, and HPA utilization needs requests.
 DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
 CONFIG_VOLUME = "config"
+# A terminating pod leaves the Service's endpoints, and then every kube-proxy, ingress and
+# mesh proxy, a few seconds after the kubelet sends SIGTERM: without a pause, new
+# connections meet a closed port during every rollout, scale-down and node drain. The
+# kubelet's own sleep action (Kubernetes 1.30+, our floor) needs no sleep binary in the
+# image. Long enough for endpoints to propagate, short because with a GPU it delays every
+# step of a rollout (the old pod holds its GPU until it is gone).
+PRE_STOP_SLEEP_SECONDS = 5
+# SIGKILL comes this long after the pod starts terminating, preStop sleep included: the
+# sleep, then the server's drain (our ONNX Runtime server: up to 2 x 10 s, see its
+# ServerOptions.shutdown_timeout_s; TorchServe and TF Serving: see their runtime modules).
+TERMINATION_GRACE_SECONDS = 30
 
 
 def build_context(md: ModelDeployment, cfg: OperatorConfig) -> BuildContext:
@@ -112,12 +123,13 @@ def pod_spec(md: ModelDeployment, cfg: OperatorConfig, *, config_map: str | None
     server["resources"] = _resources(md)
     server["volumeMounts"] = mounts
     server["securityContext"] = container_security_context()
+    server["lifecycle"] = {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}}
 
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(),
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "containers": [server],
         "volumes": volumes,
     }

@@ -1,4 +1,10 @@
-"""TensorFlow Serving: the official binary in our image (images/tfserving)."""
+"""TensorFlow Serving: the official binary in our image (images/tfserving).
+
+Shutdown: tensorflow_model_server has no graceful shutdown on SIGTERM
+(tensorflow/serving#1853): requests in flight are not waited for. The pod's preStop sleep
+(resources/deployment.py) is what we can do from outside: the endpoints forget the pod before
+SIGTERM, so little is in flight by then. A real drain would have to be the server's own.
+"""
 
 from __future__ import annotations
 

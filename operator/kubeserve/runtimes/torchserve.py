@@ -4,6 +4,12 @@ Token authorization: TorchServe 0.12 turns it on by default, which breaks every 
 client and hands the token to whoever can read the pod's files. We turn it off and instead
 keep the management API on 127.0.0.1 (never in a Service), leave the model API off, and let
 spec.networkPolicy restrict who reaches the inference port. docs/runtimes.md explains this.
+
+Shutdown: TorchServe has no graceful drain (pytorch/serve#2008). Our image forwards SIGTERM
+to the Java frontend (images/torchserve/torchserve_entrypoint.py), whose shutdown hook stops
+the model workers without waiting for requests in flight. The pod's preStop sleep
+(resources/deployment.py) is what we can do from outside: the endpoints forget the pod before
+SIGTERM, so little is in flight by then. A real drain would have to be TorchServe's own.
 """
 
 from __future__ import annotations

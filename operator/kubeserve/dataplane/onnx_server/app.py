@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from types import TracebackType
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .errors import ServingError
 from .options import ServerOptions
@@ -19,7 +21,35 @@ from .service import InferenceService, Reply, error_reply
 
 log = logging.getLogger(__name__)
 
+
+class InFlight:
+    """Requests inside a handler (a body still uploading included), and a wait for none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
 SERVICE = web.AppKey("service", InferenceService)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 LOAD_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("load_task")
 
 
@@ -28,8 +58,9 @@ def build_app(options: ServerOptions) -> web.Application:
     the background: /v2/health/live answers at once, the ready endpoints once warm-up is done."""
     service = InferenceService(options)
     # aiohttp refuses bodies over client_max_size while reading; `infer` turns that into a 413.
-    app = web.Application(client_max_size=options.max_body_bytes)
+    app = web.Application(client_max_size=options.max_body_bytes, middlewares=[_drain_aware])
     app[SERVICE] = service
+    app[IN_FLIGHT] = InFlight()
     app.router.add_get("/v2", server_metadata)
     app.router.add_get("/v2/health/live", live)
     app.router.add_get("/v2/health/ready", ready)
@@ -62,6 +93,24 @@ def _log_load_failure(task: asyncio.Task[None]) -> None:
 
 async def _start_draining(app: web.Application) -> None:
     app[SERVICE].start_draining()
+
+
+@web.middleware
+async def _drain_aware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count requests in flight, for the drain; while draining, answer with
+    `Connection: close`, so a keep-alive client sends its next request elsewhere instead of
+    on a connection we are about to close."""
+    app = request.app
+    with app[IN_FLIGHT]:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if app[SERVICE].draining:
+                exc.force_close()
+            raise
+    if app[SERVICE].draining:
+        response.force_close()
+    return response
 
 
 def _respond(reply: Reply) -> web.Response:

@@ -32,7 +32,9 @@ class ServerOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     warmup: bool = True
     intra_op_spinning: bool = False  # let ORT's idle threads busy-wait (see model.py)
-    # How long SIGTERM waits for in-flight requests before cancelling them.
+    # How long SIGTERM waits for in-flight requests; a request that slips in as the last
+    # connections close gets as long again (server.OnnxServer.stop). The pod's
+    # terminationGracePeriodSeconds covers the preStop sleep plus twice this.
     shutdown_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from .app import LOAD_TASK, SERVICE, build_app
+from .app import IN_FLIGHT, LOAD_TASK, SERVICE, build_app
 from .options import ServerOptions
 from .service import InferenceService
 
@@ -19,8 +19,7 @@ class OnnxServer:
 
     `start()` binds the port (so /v2/health/live answers at once) and starts loading the model in
     the background; `wait_ready()` returns once the model is loaded and warmed up, or raises the
-    load error; `stop()` stops accepting, lets in-flight requests finish for at most
-    `options.shutdown_timeout_s`, then frees the model.
+    load error; `stop()` drains (see there), then frees the model.
     """
 
     def __init__(self, options: ServerOptions) -> None:
@@ -66,9 +65,37 @@ class OnnxServer:
         await asyncio.shield(self.app[LOAD_TASK])
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        """Drain, then close: what SIGTERM does.
+
+        Readiness turns 503 and the listener closes (new connections are refused, which any
+        client may safely retry), but connections already open keep being served: requests
+        in flight finish, a body still uploading is read to its end, and a request that
+        arrives on a kept-alive connection meanwhile is answered too, each with
+        `Connection: close`. Once no request is in flight (or after
+        `options.shutdown_timeout_s`), aiohttp's own shutdown closes the idle connections,
+        gives a request that slipped in at that moment as long again, and frees the model.
+
+        aiohttp's shutdown alone is not enough: it stops reading every connection at once,
+        so the rest of a body still on its way was dropped and its request hung until the
+        timeout, and requests read in the same moment got a 503.
+        """
+        if self._runner is None:
+            return
+        runner, self._runner = self._runner, None
+        self.service.start_draining()
+        for site in runner.sites:
+            await site.stop()
+        await asyncio.sleep(0)  # requests already read start their handlers first
+        in_flight = self.app[IN_FLIGHT]
+        try:
+            await asyncio.wait_for(in_flight.wait_idle(), self.options.shutdown_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "%d requests still in flight after %.0f s; closing",
+                in_flight.count,
+                self.options.shutdown_timeout_s,
+            )
+        await runner.cleanup()
 
 
 async def serve(

@@ -137,8 +137,17 @@ class InferenceService:
         self.batcher.start()
         self._ready.set()
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     def start_draining(self) -> None:
-        """Report not-ready (so load balancers stop sending) while in-flight requests finish."""
+        """Report not-ready (so load balancers stop sending) while in-flight requests finish.
+
+        Infer requests are still served while draining: one that reaches us now was already
+        on its way (a keep-alive connection, a body still uploading), and the model is still
+        loaded. Refusing it would drop a request the client has no reason to retry.
+        """
         self._draining = True
 
     async def close(self) -> None:
@@ -211,7 +220,7 @@ class InferenceService:
         return reply
 
     async def _infer(self, name: str, body: bytes, header_length: str | None) -> Reply:
-        if not self.is_ready or self.batcher is None:
+        if not self._ready.is_set() or self.batcher is None:  # draining still serves
             raise NotReady(f"model '{name}' is not ready")
         if len(body) > self.options.max_body_bytes:
             raise PayloadTooLarge(
