@@ -187,11 +187,14 @@ async def model_deployment_event(
     key = (namespace, name)
     if type == "DELETED":
         uid = body.get("metadata", {}).get("uid", "")
-        memo.queue.forget(key)
-        memo.failed_generation.pop(key, None)
         memo.written.pop(uid, None)
         memo.cache.forget(uid)
-        metrics.forget(namespace, name)
+        current = _indexed(memo, key)
+        if current is None or current["metadata"].get("uid") == uid:
+            # Not when a namesake already replaced it: the key's work is the new one's.
+            memo.queue.forget(key)
+            memo.failed_generation.pop(key, None)
+            metrics.forget(namespace, name)
         return
     status = body.get("status") or {}
     seen = body.get("metadata", {}).get("uid", "") in memo.cache.visited

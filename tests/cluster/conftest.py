@@ -124,14 +124,43 @@ def third_party_crds(tools: Tools) -> Path:
 
 
 @pytest.fixture(scope="session")
-def installed(tools: Tools, nodes: NodeSimulator) -> Tools:
+def installed(tools: Tools, nodes: NodeSimulator, kube: Kube, control_plane: ControlPlane) -> Tools:
     """The README's first cluster command, as a user runs it."""
     tools.helm("install", RELEASE, str(CHART), "-n", OPERATOR_NAMESPACE, "--create-namespace")
     tools.kubectl(
         "wait", "--for=condition=Established", "crd/modeldeployments.kubeserve.io",
         "--timeout=60s",
     )  # fmt: skip
+    if control_plane.has_controller_manager:
+        _await_garbage_collection_of_the_crd(kube)
     return tools
+
+
+def _await_garbage_collection_of_the_crd(kube: Kube) -> None:
+    """The garbage collector learns a new CRD at its next discovery sync, up to 30 s later.
+
+    Until then children of a deleted ModelDeployment stay. Waiting once here, for a probe
+    object's child to be collected, keeps every test's own bound tight and meaningful.
+    """
+    probe = kube.create(
+        {"apiVersion": "kubeserve.io/v1alpha1", "kind": "ModelDeployment",
+         "metadata": {"name": "gc-probe", "namespace": "default"},
+         "spec": {"runtime": "onnxruntime", "model": {"uri": "s3://models/probe/"}}},
+        "modeldeployments",
+    )  # fmt: skip
+    kube.create(
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "gc-probe", "namespace": "default", "ownerReferences": [
+             {"apiVersion": "kubeserve.io/v1alpha1", "kind": "ModelDeployment",
+              "name": "gc-probe", "uid": probe["metadata"]["uid"]}]}},
+        "configmaps",
+    )  # fmt: skip
+    kube.delete("kubeserve.io/v1alpha1", "modeldeployments", "default", "gc-probe")
+    eventually(
+        lambda: kube.get("v1", "configmaps", "default", "gc-probe") is None,
+        timeout=90,
+        what="the garbage collector to know ModelDeployments",
+    )
 
 
 class Operator:

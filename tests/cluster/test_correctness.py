@@ -101,10 +101,20 @@ def test_delete_and_recreate_with_the_same_name_converges_without_a_resync(
     """Defect 3: the old children's deletion events were dropped (another owner uid)."""
     tools.apply(model_deployment("again", namespace))
     first = ready_at_generation(kube, namespace, "again")
-    tools.kubectl("delete", "md", "again", "-n", namespace, "--wait=true", "--timeout=30s")
+    # A finalizer (a load balancer controller's, say) keeps the old Service a while.
+    hold = {"metadata": {"finalizers": ["test.kubeserve.io/hold"]}}
+    kube.patch("v1", "services", namespace, "again", hold)
+    tools.kubectl("delete", "md", "again", "-n", namespace, "--timeout=30s")
     tools.apply(model_deployment("again", namespace))
+
+    def waiting() -> dict[str, Any] | None:
+        cond = condition(md(kube, namespace, "again"), "Ready")
+        return cond if cond and cond["reason"] == "PredecessorBeingDeleted" else None
+
+    assert "garbage collector" in eventually(waiting, timeout=60, what="the wait")["message"]
+    kube.patch("v1", "services", namespace, "again", {"metadata": {"finalizers": None}})
     # The default resync is 300 s: well within it, the new one owns fresh children.
-    second = ready_at_generation(kube, namespace, "again", timeout=60)
+    second = ready_at_generation(kube, namespace, "again", timeout=30)
     assert second["metadata"]["uid"] != first["metadata"]["uid"]
     service = kube.get("v1", "services", namespace, "again")
     assert service["metadata"]["ownerReferences"][0]["uid"] == second["metadata"]["uid"]

@@ -191,12 +191,11 @@ def test_deleting_a_model_deployment_collects_its_children(
     ready(kube, namespace, "collected")
     assert children(kube, namespace, "collected")
     tools.kubectl("delete", "md", "collected", "-n", namespace, "--timeout=30s")
-    # The garbage collector learns a new CRD at its next discovery sync: up to 30 s.
     eventually(
         lambda: (
             not children(kube, namespace, "collected") and not kube.list("v1", "pods", namespace)
         ),
-        timeout=90,
+        timeout=30,
         what="children and pods collected",
     )
 
