@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import CHART, OPERATOR_NAMESPACE, ROOT, model_deployment
 from e2elib import Kube as Tools
@@ -95,3 +96,13 @@ def test_helm_upgrade_and_uninstall_a_second_release(installed: Tools, kube: Kub
     assert kube.get("apiextensions.k8s.io/v1", "customresourcedefinitions", None, CRD)
     for name in (ns, "team-a"):
         kube.delete("v1", "namespaces", None, name)
+
+
+def test_the_chart_with_every_option_passes_the_real_schemas(
+    installed: Tools, third_party_crds: Path
+) -> None:
+    # A server-side dry run: admission and the ServiceMonitor's real CRD judge every object.
+    installed.helm(
+        "install", "options", str(CHART), "-n", "default", "--dry-run=server",
+        "--set", "metrics.serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true",
+    )  # fmt: skip

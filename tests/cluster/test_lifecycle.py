@@ -288,3 +288,35 @@ def test_the_operator_restarted_mid_reconcile_converges_without_duplicates(
     assert sorted(s["metadata"]["name"] for s in services) == sorted(names)
     for obj in deployments + services:
         assert len(obj["metadata"]["ownerReferences"]) == 1
+
+
+def test_a_spec_only_the_operator_can_judge_gets_invalid_spec(
+    kube: Kube, tools: Tools, namespace: str
+) -> None:
+    # Affinity is kept as free-form by the CRD; the operator checks it before any apply.
+    bad_affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Near"}]}]
+            }
+        }
+    }
+    tools.apply(model_deployment("judged", namespace, affinity=bad_affinity))
+
+    def invalid() -> dict[str, Any] | None:
+        cond = condition(md(kube, namespace, "judged"), "Ready")
+        return cond if cond and cond["reason"] == "InvalidSpec" else None
+
+    cond = eventually(invalid, timeout=30, what="Ready=False/InvalidSpec")
+    assert "affinity" in cond["message"]
+    assert kube.get("apps/v1", "deployments", namespace, "judged") is None
+
+
+def test_a_network_policy_is_accepted_and_selects_the_pods(
+    kube: Kube, tools: Tools, namespace: str
+) -> None:
+    tools.apply(model_deployment("fenced", namespace, networkPolicy={"enabled": True}))
+    ready(kube, namespace, "fenced")
+    policy = kube.get("networking.k8s.io/v1", "networkpolicies", namespace, "fenced")
+    service = kube.get("v1", "services", namespace, "fenced")
+    assert policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]
