@@ -14,35 +14,27 @@ kube-apiserver and etcd (as setup-envtest's do).
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from envtest import THIRD_PARTY_CRDS_ENV, ControlPlane, find_assets, free_port
+from cluster_env import (
+    CHART,
+    OPERATOR_NAMESPACE,
+    RELEASE,
+    REQUIRED_ENV,
+    RESTRICTED,
+    Operator,
+    Tools,
+    service_account_kubeconfig,
+    tool,
+)
+from envtest import THIRD_PARTY_CRDS_ENV, ControlPlane, find_assets
 from kubeapi import Kube, eventually
 from nodesim import NodeSimulator, SimNode, gpu_node
 
-ROOT = Path(__file__).resolve().parents[2]
-# The kind suite's kubectl/helm wrapper serves here unchanged.
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from e2elib import Kube as Tools  # noqa: E402
-from e2elib import tool  # noqa: E402
-
-CHART = ROOT / "charts" / "kubeserve"
-# CI sets it: a machine meant to run this suite must not pass it by skipping.
-REQUIRED_ENV = "KUBESERVE_CLUSTER_REQUIRED"
-RELEASE = OPERATOR_NAMESPACE = "kubeserve"
-SERVICE_ACCOUNT = "kubeserve"
-RESTRICTED = {
-    "pod-security.kubernetes.io/enforce": "restricted",
-    "pod-security.kubernetes.io/enforce-version": "latest",
-}
 # Nodes every test can use; GPU tests add their own with products no other test names.
 SESSION_NODES = (
     SimNode("cpu-1"),
@@ -163,71 +155,6 @@ def _await_garbage_collection_of_the_crd(kube: Kube) -> None:
     )
 
 
-class Operator:
-    """``kubeserve run -A`` as a process, logged in with a kubeconfig of our choosing."""
-
-    def __init__(self, kubeconfig: Path, workdir: Path, env: dict[str, str] | None = None) -> None:
-        self.kubeconfig = kubeconfig
-        self.workdir = workdir
-        self.extra_env = env or {}
-        self.popen: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / f"operator-{self.runs}.log"
-
-    def start(self) -> None:
-        self.runs += 1
-        port = free_port()
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "ORT_DISABLE_TELEMETRY": "1",
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
-        with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "kubeserve", "run", "-A", "--metrics-port=0",
-                 f"--liveness=http://127.0.0.1:{port}/healthz"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
-
-        def healthy() -> bool:
-            assert self.popen is not None
-            if self.popen.poll() is not None:
-                raise AssertionError(f"the operator exited:\n{self.log_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        eventually(healthy, timeout=60, what="the operator's /healthz")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
-        if self.popen is None or self.popen.poll() is not None:
-            return None if self.popen is None else self.popen.returncode
-        os.killpg(self.popen.pid, sig)
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
-            raise AssertionError(f"the operator ignored signal {sig} for {timeout}s") from None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def service_account_kubeconfig(tools: Tools, plane: ControlPlane, name: str) -> Path:
-    token = tools.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=4h"
-    ).stdout.strip()
-    return plane.write_token_kubeconfig(name, token)
-
-
 @pytest.fixture(scope="session")
 def operator(
     installed: Tools, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
@@ -282,12 +209,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call" and report.failed:
         item.stash[FAILED] = True
     return report
-
-
-def model_deployment(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeserve.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"runtime": "onnxruntime", "model": {"uri": "s3://models/mnist/"}, **spec},
-    }

@@ -269,35 +269,29 @@ class ControlPlane:
         return self._write_kubeconfig(name, user)
 
     def _start_controller_manager(self, binary: Path) -> None:
-        config = self._component_kubeconfig("controller-manager", "system:kube-controller-manager")
-        port = free_port()
-        process = self._spawn(
+        self._start_component(
             "kube-controller-manager",
+            binary,
+            "system:kube-controller-manager",
             [
-                str(binary),
-                f"--kubeconfig={config}",
-                f"--authentication-kubeconfig={config}",
-                f"--authorization-kubeconfig={config}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
                 f"--cert-dir={self.workdir / 'pki'}",
-                "--leader-elect=false",
                 "--controllers=*",
                 "--use-service-account-credentials=false",
                 f"--service-account-private-key-file={self.sa_keys.key}",
                 f"--root-ca-file={self.ca.pair.cert}",
                 f"--cluster-signing-cert-file={self.ca.pair.cert}",
                 f"--cluster-signing-key-file={self.ca.pair.key}",
-                "--profiling=false",
             ],
         )
-        _wait_http(process, f"https://127.0.0.1:{port}/healthz", _insecure())
 
     def _start_scheduler(self, binary: Path) -> None:
-        config = self._component_kubeconfig("scheduler", "system:kube-scheduler")
+        self._start_component("kube-scheduler", binary, "system:kube-scheduler", [])
+
+    def _start_component(self, name: str, binary: Path, common_name: str, extra: list[str]) -> None:
+        config = self._component_kubeconfig(name, common_name)
         port = free_port()
         process = self._spawn(
-            "kube-scheduler",
+            name,
             [
                 str(binary),
                 f"--kubeconfig={config}",
@@ -307,6 +301,7 @@ class ControlPlane:
                 f"--secure-port={port}",
                 "--leader-elect=false",
                 "--profiling=false",
+                *extra,
             ],
         )
         _wait_http(process, f"https://127.0.0.1:{port}/healthz", _insecure())

@@ -12,31 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Operator, model_deployment
+from cluster_env import Operator, md, model_deployment, ready_at_generation
 from e2elib import Kube as Tools
 from envtest import ControlPlane
 from kubeapi import Kube, condition, eventually
 
 pytestmark = pytest.mark.usefixtures("scheduler")
-MD = "kubeserve.io/v1alpha1"
-
-
-def md(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = kube.get(MD, "modeldeployments", namespace, name)
-    return found
-
-
-def ready_at_generation(kube: Kube, namespace: str, name: str, timeout: float = 60) -> Any:
-    def check() -> dict[str, Any] | None:
-        obj = md(kube, namespace, name)
-        done = (condition(obj, "Ready") or {}).get("status") == "True"
-        caught_up = (
-            obj
-            and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
-        )
-        return obj if done and caught_up else None
-
-    return eventually(check, timeout=timeout, what=f"md/{name} Ready at its generation")
 
 
 def deployment(kube: Kube, namespace: str, name: str) -> Any:

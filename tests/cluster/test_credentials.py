@@ -16,15 +16,16 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import (
+from cluster_env import (
     OPERATOR_NAMESPACE,
     SERVICE_ACCOUNT,
     Operator,
     model_deployment,
+    ready_at_generation,
 )
 from e2elib import Kube as Tools
 from envtest import ControlPlane, kubeconfig
-from kubeapi import Kube, condition, eventually
+from kubeapi import Kube
 
 # Logs in as the operator does, then asks for an API group that only an authenticated user
 # may discover: prints True, or fails with the API server's answer.
@@ -162,33 +163,15 @@ def test_the_operator_logs_in_again_after_its_token_is_revoked(
     running.start()
     try:
         installed.apply(model_deployment("before", namespace))
-        eventually(
-            lambda: (
-                (condition(md(kube, namespace, "before"), "Ready") or {}).get("status") == "True"
-            ),
-            timeout=60,
-            what="md/before Ready",
-        )
+        ready_at_generation(kube, namespace, "before")
         # Rotation: a new token is handed out, and the old one dies with its bound Secret.
         token_file.write_text(bound_token("rotation-2"))
         kube.delete("v1", "secrets", OPERATOR_NAMESPACE, "rotation-1")
         control_plane.restart_apiserver()
         installed.apply(model_deployment("after", namespace))
-        eventually(
-            lambda: (
-                (condition(md(kube, namespace, "after"), "Ready") or {}).get("status") == "True"
-            ),
-            timeout=90,
-            what="md/after Ready, reconciled with the new token",
-        )
+        ready_at_generation(kube, namespace, "after", timeout=90)
         assert running.popen is not None and running.popen.poll() is None
         assert "Ran out of valid credentials" not in running.log_text()
     finally:
         running.stop(signal.SIGTERM)
         kube.delete("v1", "secrets", OPERATOR_NAMESPACE, "rotation-2")
-
-
-def md(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = kube.get("kubeserve.io/v1alpha1", "modeldeployments",
-                                            namespace, name)  # fmt: skip
-    return found

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import CHART, OPERATOR_NAMESPACE, ROOT, model_deployment
+from cluster_env import CHART, OPERATOR_NAMESPACE, ROOT, model_deployment
 from e2elib import Kube as Tools
 from kubeapi import Kube
 

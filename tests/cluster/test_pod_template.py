@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import model_deployment
+from cluster_env import model_deployment
 from e2elib import Kube as Tools
 from kubeapi import Kube, condition, eventually
 

@@ -12,20 +12,14 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, Operator, model_deployment
+from cluster_env import ROOT, Operator, md, model_deployment, ready_at_generation
 from e2elib import Kube as Tools
 from kubeapi import Kube, condition, eventually
 
 from kubeserve.resources.kinds import CHILD_KINDS
 
 pytestmark = pytest.mark.usefixtures("operator", "scheduler")
-MD = "kubeserve.io/v1alpha1"
 READY_SECONDS = 60
-
-
-def md(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = kube.get(MD, "modeldeployments", namespace, name)
-    return found
 
 
 def children(kube: Kube, namespace: str, name: str) -> dict[str, dict[str, Any]]:
@@ -38,15 +32,6 @@ def children(kube: Kube, namespace: str, name: str) -> dict[str, dict[str, Any]]
         if obj is not None:
             found[kind.kind] = obj
     return found
-
-
-def ready(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        obj = md(kube, namespace, name)
-        cond = condition(obj, "Ready")
-        return obj if cond and cond["status"] == "True" else None
-
-    return eventually(check, timeout=READY_SECONDS, what=f"md/{name} Ready")
 
 
 def provide_claim(kube: Kube, namespace: str, claim: str) -> None:
@@ -128,7 +113,7 @@ def test_each_example_becomes_ready_with_owned_children(
 
 def test_an_edit_reaches_the_deployment(tools: Tools, kube: Kube, namespace: str) -> None:
     tools.apply(model_deployment("edited", namespace, replicas=1))
-    ready(kube, namespace, "edited")
+    ready_at_generation(kube, namespace, "edited")
     env = [{"name": "X", "value": "1"}]
     tools.apply(model_deployment("edited", namespace, replicas=3, env=env))
 
@@ -150,7 +135,7 @@ def test_deleted_and_hand_edited_children_are_restored(
     kube: Kube, tools: Tools, namespace: str
 ) -> None:
     tools.apply(model_deployment("drift", namespace))
-    ready(kube, namespace, "drift")
+    ready_at_generation(kube, namespace, "drift")
     original = kube.get("v1", "services", namespace, "drift")
     kube.delete("v1", "services", namespace, "drift")
     restored = eventually(
@@ -188,7 +173,7 @@ def test_deleting_a_model_deployment_collects_its_children(
     kube: Kube, tools: Tools, namespace: str
 ) -> None:
     tools.apply(model_deployment("collected", namespace))
-    ready(kube, namespace, "collected")
+    ready_at_generation(kube, namespace, "collected")
     assert children(kube, namespace, "collected")
     tools.kubectl("delete", "md", "collected", "-n", namespace, "--timeout=30s")
     eventually(
@@ -248,7 +233,7 @@ def test_generated_children_pass_restricted_pod_security(
     # The namespace enforces "restricted": the ReplicaSet controller's pod creation would be
     # refused by the API server's PodSecurity admission, and no pod would exist.
     tools.apply(model_deployment("secure", namespace))
-    ready(kube, namespace, "secure")
+    ready_at_generation(kube, namespace, "secure")
     events = kube.list("v1", "events", namespace)
     assert not [e for e in events if "violates PodSecurity" in e.get("message", "")]
 
@@ -281,7 +266,7 @@ def test_the_operator_restarted_mid_reconcile_converges_without_duplicates(
     operator.stop(sig=9)  # SIGKILL: no cleanup, mid-way through the burst
     operator.start()
     for name in names:
-        ready(kube, namespace, name)
+        ready_at_generation(kube, namespace, name)
     deployments = kube.list("apps/v1", "deployments", namespace)
     services = kube.list("v1", "services", namespace)
     assert sorted(d["metadata"]["name"] for d in deployments) == sorted(names)
@@ -316,7 +301,7 @@ def test_a_network_policy_is_accepted_and_selects_the_pods(
     kube: Kube, tools: Tools, namespace: str
 ) -> None:
     tools.apply(model_deployment("fenced", namespace, networkPolicy={"enabled": True}))
-    ready(kube, namespace, "fenced")
+    ready_at_generation(kube, namespace, "fenced")
     policy = kube.get("networking.k8s.io/v1", "networkpolicies", namespace, "fenced")
     service = kube.get("v1", "services", namespace, "fenced")
     assert policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]
