@@ -69,8 +69,8 @@ class ChildCache:
     owners: dict[ChildKey, str] = field(default_factory=dict)
     visited: set[str] = field(default_factory=set)
     inventoried: bool = False
-    # (uid, autoscaler engine) whose Deployment's replicas are known to be the autoscaler's.
-    replicas_released: set[tuple[str, str]] = field(default_factory=set)
+    # uid -> the autoscaler engine known to hold its Deployment's replicas.
+    replicas_released: dict[str, str] = field(default_factory=dict)
 
     def controls(self, key: ChildKey, uid: str) -> bool:
         return self.owners.get(key) == uid
@@ -78,7 +78,7 @@ class ChildCache:
     def forget(self, md_uid: str) -> None:
         """The ModelDeployment is gone; the garbage collector takes its children."""
         self.visited.discard(md_uid)
-        self.replicas_released = {k for k in self.replicas_released if k[0] != md_uid}
+        self.replicas_released.pop(md_uid, None)
         for key in [key for key, uid in self.owners.items() if uid == md_uid]:
             del self.owners[key]
 
@@ -244,10 +244,9 @@ async def _hand_over_replicas(
     autoscaling = md.spec.autoscaling
     uid = md.metadata.uid or ""
     if autoscaling is None or "replicas" in desired["spec"]:
-        cache.replicas_released = {k for k in cache.replicas_released if k[0] != uid}
+        cache.replicas_released.pop(uid, None)
         return
-    released = (uid, autoscaling.engine.value)
-    if released in cache.replicas_released:
+    if cache.replicas_released.get(uid) == autoscaling.engine.value:
         return
     meta = desired["metadata"]
     if live is None:
@@ -267,7 +266,7 @@ async def _hand_over_replicas(
                 "deployments",
                 field_manager=REPLICAS_HANDOVER_MANAGER,
             )
-    cache.replicas_released.add(released)
+    cache.replicas_released[uid] = autoscaling.engine.value
 
 
 def _manages_replicas(deployment: Mapping[str, Any], manager: str) -> bool:

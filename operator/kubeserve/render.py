@@ -22,7 +22,7 @@ def render(md: ModelDeployment, cfg: OperatorConfig) -> list[dict[str, Any]]:
     config = config_map(md, config_map_data(md, cfg))
     children = [
         config,
-        deployment(md, cfg, config_map=config["metadata"]["name"] if config else None),
+        deployment(md, cfg, config=config),
         service(md),
         autoscaler(md, cfg),
         pod_disruption_budget(md),

@@ -30,12 +30,16 @@ def md_obj(runtime: str = "tfserving", **spec: Any) -> dict[str, Any]:
     }
 
 
+# Any ConfigMap: these tests look at scheduling, not at what it holds.
+CONFIG_MAP = {"metadata": {"name": "cm"}, "data": {}}
+
+
 def md(runtime: str = "tfserving", **spec: Any) -> ModelDeployment:
     return ModelDeployment.parse(md_obj(runtime, **spec))
 
 
 def pod(model: ModelDeployment) -> dict[str, Any]:
-    spec: dict[str, Any] = deployment(model, CFG, config_map="cm")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = deployment(model, CFG, config=CONFIG_MAP)["spec"]["template"]["spec"]
     return spec
 
 
@@ -147,7 +151,7 @@ def test_label_keys_and_taint_key_come_from_the_config() -> None:
         gpu_product_label="gpu/product", gpu_memory_label="gpu/mem", gpu_taint_key="gpu"
     )
     model = md(gpu={"product": ["X"], "minMemoryMiB": 2})
-    spec = deployment(model, cfg, config_map=None)["spec"]["template"]["spec"]
+    spec = deployment(model, cfg, config=None)["spec"]["template"]["spec"]
     term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ][0]

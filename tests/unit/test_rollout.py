@@ -97,7 +97,7 @@ def test_strategy(case: str) -> None:
     spec, expected = CASES[case]
     model = md(**spec)
     assert strategy(model) == expected
-    rendered = deployment(model, CFG, config_map=None)
+    rendered = deployment(model, CFG, config=None)
     assert rendered["spec"]["strategy"] == expected
     assert child_errors(rendered) == []
 
@@ -120,7 +120,7 @@ REPLICAS: dict[str, tuple[dict[str, Any], int | None]] = {
 @pytest.mark.parametrize("case", sorted(REPLICAS))
 def test_spec_replicas_only_without_an_autoscaler(case: str) -> None:
     spec, expected = REPLICAS[case]
-    rendered = deployment(md(**spec), CFG, config_map=None)["spec"]
+    rendered = deployment(md(**spec), CFG, config=None)["spec"]
     assert rendered.get("replicas") == expected
     assert ("replicas" in rendered) == (expected is not None)
 

@@ -42,13 +42,13 @@ def build_context(md: ModelDeployment, cfg: OperatorConfig) -> BuildContext:
 
 
 def deployment(
-    md: ModelDeployment, cfg: OperatorConfig, *, config_map: str | None
+    md: ModelDeployment, cfg: OperatorConfig, *, config: Mapping[str, Any] | None
 ) -> dict[str, Any]:
+    """``config``: the ConfigMap the servers read (render makes it), mounted and hashed."""
     template_meta: dict[str, Any] = {"labels": pod_labels(md)}
-    if config_map:
-        template_meta["annotations"] = {
-            CONFIG_HASH_ANNOTATION: config_hash(config_map_data(md, cfg))
-        }
+    config_map = config["metadata"]["name"] if config else None
+    if config:
+        template_meta["annotations"] = {CONFIG_HASH_ANNOTATION: config_hash(config["data"])}
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(md)},
         "strategy": strategy(md),
