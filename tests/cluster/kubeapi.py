@@ -27,7 +27,6 @@ class ApiFailure(AssertionError):
             f"{response.text[:500]}"
         )
         self.status = response.status_code
-        self.body = response.text
 
 
 class Kube:

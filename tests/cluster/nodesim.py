@@ -94,7 +94,6 @@ class NodeSimulator:
         self._thread: threading.Thread | None = None
         self._ips = itertools.count(2)
         self._lock = threading.Lock()
-        self.errors: list[str] = []
 
     # --- nodes ----------------------------------------------------------------------
 
@@ -207,16 +206,12 @@ class NodeSimulator:
                     renewed = time.monotonic()
             except ApiFailure as exc:
                 if exc.status != 410:  # Gone: the watch is too old; list again
-                    self._note(f"{exc}")
+                    logger.warning("node simulator: %s", exc)
                 version = ""
             except Exception as exc:  # the API server restarting, say: list again soon
-                self._note(f"{type(exc).__name__}: {exc}")
+                logger.warning("node simulator: %s: %s", type(exc).__name__, exc)
                 version = ""
                 self._stop.wait(0.5)
-
-    def _note(self, error: str) -> None:
-        self.errors.append(error)
-        logger.warning("node simulator: %s", error)
 
     def _sync_all(self) -> str:
         page = self.kube.request("GET", "/api/v1/pods", params={"fieldSelector": "spec.nodeName!="})
