@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("KUBESERVE_LOG_FORMAT", "text"),
     )
     run.add_argument("--log-level", default=os.environ.get("KUBESERVE_LOG_LEVEL", "INFO"))
+    run.add_argument(
+        "--selector",
+        default=os.environ.get("KUBESERVE_SELECTOR", ""),
+        help="serve only ModelDeployments with these labels (a label selector; one shard)",
+    )
+    _leader_election_arguments(run)
     run.set_defaults(func=_run)
 
     render = sub.add_parser(
@@ -73,15 +79,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leader_election_arguments(run: argparse.ArgumentParser) -> None:
+    """kube-controller-manager's flags; the defaults are client-go's (15 s, 10 s, 2 s)."""
+    env = os.environ.get
+    group = run.add_argument_group("leader election (high availability)")
+    group.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=env("KUBESERVE_LEADER_ELECT", "false").lower() in ("1", "true", "yes"),
+        help="reconcile only while holding a Lease; standbys wait (off by default)",
+    )
+    group.add_argument(
+        "--leader-election-id",
+        default=env("KUBESERVE_LEADER_ELECTION_ID", "kubeserve"),
+        help="the Lease's name: one per shard",
+    )
+    group.add_argument(
+        "--leader-election-namespace",
+        default=env("KUBESERVE_LEADER_ELECTION_NAMESPACE", ""),
+        help="the Lease's namespace (default: $POD_NAMESPACE, the in-cluster one, 'default')",
+    )
+    group.add_argument("--leader-elect-lease-duration", type=int, default=15, metavar="SECONDS")
+    group.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="S")
+    group.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="S")
+
+
 def _run(args: argparse.Namespace) -> int:
+    from . import leadership
     from .operator_main import run_operator
 
+    election = None
+    if args.leader_elect:
+        try:
+            timing = leadership.Timing(
+                args.leader_elect_lease_duration,
+                args.leader_elect_renew_deadline,
+                args.leader_elect_retry_period,
+            )
+        except ValueError as exc:
+            print(f"kubeserve: {exc}", file=sys.stderr)
+            return 2
+        election = leadership.Config(
+            namespace=args.leader_election_namespace or leadership.default_namespace(),
+            name=args.leader_election_id,
+            identity=leadership.default_identity(),
+            timing=timing,
+        )
     return run_operator(
         namespaces=args.namespace,
         liveness=args.liveness,
         metrics_port=args.metrics_port,
         log_format=args.log_format,
         log_level=args.log_level,
+        leader_election=election,
+        selector=args.selector,
     )
 
 

@@ -294,6 +294,23 @@ class KubeClient:
             )
         return self._session
 
+    # --- whole-object writes (the Lease of leader election) -----------------------------
+
+    async def create(
+        self, api_version: str, plural: str, namespace: str | None, obj: dict[str, Any]
+    ) -> dict[str, Any]:
+        """POST a new object; 409 (AlreadyExists) when another writer created it first."""
+        return await self._request("POST", resource_path(api_version, plural, namespace), body=obj)
+
+    async def replace(
+        self, api_version: str, plural: str, namespace: str | None, obj: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT the whole object; with metadata.resourceVersion set, 409 if it changed since."""
+        name = obj["metadata"]["name"]
+        return await self._request(
+            "PUT", resource_path(api_version, plural, namespace, name), body=obj
+        )
+
 
 def _error_message(text: str) -> str:
     try:

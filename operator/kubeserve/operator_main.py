@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 from prometheus_client import start_http_server
 
+if TYPE_CHECKING:
+    from .leadership import Config as LeaderElection
+
 # The ModelDeployment (namespace, name) the current task works on, for log lines written
 # outside kopf's per-object loggers (the work queue, the API client). handlers sets it.
+KOPF_OBJECTS_LOGGER = "kopf.objects"
 LOG_OBJECT: ContextVar[tuple[str, str] | None] = ContextVar("kubeserve_log_object", default=None)
 
 
@@ -68,6 +73,10 @@ def configure_logging(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # kopf logs "Handler ... succeeded." at INFO for every watch event it hands us: thousands
+    # of lines a minute on a busy cluster, none about a change. Its warnings and errors stay.
+    quiet = root.getEffectiveLevel() > logging.DEBUG
+    logging.getLogger(KOPF_OBJECTS_LOGGER).setLevel(logging.WARNING if quiet else logging.NOTSET)
 
 
 def run_operator(
@@ -77,17 +86,30 @@ def run_operator(
     metrics_port: int,
     log_format: str,
     log_level: str,
+    leader_election: LeaderElection | None = None,
+    selector: str = "",
 ) -> int:
+    """kopf's loop; the exit code is 1 when the Lease was lost (leadership.py)."""
     configure_logging(log_format, log_level)
     from . import handlers  # noqa: F401  (registers the handlers with kopf)
 
     if metrics_port:
         start_http_server(metrics_port)
+    # Raised by leadership.py on losing the Lease: kopf stops as on SIGTERM, cleanup included.
+    stop = asyncio.Event()
+    memo = kopf.Memo(
+        namespaces=list(namespaces),
+        leader_election=leader_election,
+        selector=selector,
+        stop_flag=stop,
+        exit_code=0,
+    )
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         liveness_endpoint=liveness or None,
-        memo=kopf.Memo(namespaces=list(namespaces)),
+        memo=memo,
+        stop_flag=stop,
     )
-    return 0
+    return int(memo.exit_code)

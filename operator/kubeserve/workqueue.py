@@ -4,6 +4,10 @@ Watch events, the resync loop and failed attempts all just ``add`` a key. A key 
 at most once; a key being worked on is never worked on twice at the same time; a failure
 re-queues it after a delay that doubles up to a cap, so an unreachable API server is retried
 forever but never in a hot loop.
+
+An optional ``gate`` (leadership.py: set while this replica holds the Lease) holds every key
+back while it is clear: a standby keeps queueing and deduplicating what its watches see, so
+on taking over it already holds every key, and it hands out none before.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class WorkQueue:
     work: Callable[[Hashable], Awaitable[None]]
     workers: int = 16
     backoff: Backoff = field(default_factory=Backoff)
+    gate: asyncio.Event | None = None
     # due time -> key, with a sequence number so equal times keep insertion order.
     _heap: list[tuple[float, int, Hashable]] = field(default_factory=list)
     _due: dict[Hashable, float] = field(default_factory=dict)
@@ -90,6 +95,11 @@ class WorkQueue:
     async def _next(self) -> Hashable:
         loop = asyncio.get_running_loop()
         while True:
+            if self.gate is not None and not self.gate.is_set():
+                # Checked with no await before the return below: a key is never handed out
+                # once the gate is clear.
+                await self.gate.wait()
+                continue
             while self._heap:
                 due, _seq, key = self._heap[0]
                 if self._due.get(key) != due:

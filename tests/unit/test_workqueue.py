@@ -197,3 +197,30 @@ async def test_a_worker_killed_by_its_work_is_logged_and_replaced_and_the_key_re
     died = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
     assert len(died) == 1
     assert died[0].exc_info is not None and died[0].exc_info[0] is Fatal
+
+
+# --- the leadership gate: a standby queues, deduplicates, and works on nothing ---------------
+
+
+async def test_a_closed_gate_holds_every_key_until_it_opens_then_each_runs_once() -> None:
+    work = Recorder()
+    gate = asyncio.Event()
+    queue = WorkQueue(work, gate=gate)
+    task = asyncio.create_task(queue.run())
+    for key in ("a", "b", "a"):
+        queue.add(key)
+    queue.add("c", delay=3.0)
+    await asyncio.sleep(10)
+    assert work.started == [] and len(queue) == 3
+    gate.set()
+    await asyncio.sleep(5)
+    assert sorted(key for key, _ in work.started) == ["a", "b", "c"]
+    assert {round(t, 2) for _, t in work.started} == {10.0}
+    # Closed again: a key due later is held, however long.
+    gate.clear()
+    queue.add("d", delay=1.0)
+    await asyncio.sleep(100)
+    assert "d" not in [key for key, _ in work.started]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
