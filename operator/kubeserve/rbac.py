@@ -26,6 +26,10 @@ Where each permission comes from:
   ``settings.scanning.disabled = False``). A namespaced operator must run with scanning
   disabled, because namespaced mode grants nothing cluster-scoped but Nodes.
 
+- Leases (coordination.k8s.io), in the operator's own namespace only: leader election
+  (leadership.py) reads and renews (GET, PUT) one Lease, named after the release, and
+  creates it when absent. ``create`` cannot be limited to a name; get and update are.
+
 Not needed: namespaces (kopf lists them only in namespaced mode with scanning on), peering
 objects (the operator runs standalone), admission webhook configurations (none), and API
 discovery (``/api``, ``/apis``: every authenticated user may read them).
@@ -90,6 +94,19 @@ def rules(*, namespaced: bool) -> list[Rule]:
 def cluster_rules() -> list[Rule]:
     """Cluster-scoped reads needed in both modes: Nodes, for GPU schedulability."""
     return [_rule("", ["nodes"], NODE_VERBS)]
+
+
+LEASE_GROUP = "coordination.k8s.io"
+LEASE_CREATE_VERBS = ("create",)
+LEASE_VERBS = ("get", "update")
+
+
+def lease_rules(name: str) -> list[Rule]:
+    """A Role in the operator's namespace: its leader election Lease ``name``, nothing else."""
+    return [
+        _rule(LEASE_GROUP, ["leases"], LEASE_CREATE_VERBS),
+        {**_rule(LEASE_GROUP, ["leases"], LEASE_VERBS), "resourceNames": [name]},
+    ]
 
 
 def permissions(rule_list: list[Rule]) -> set[tuple[str, str, str]]:

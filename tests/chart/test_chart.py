@@ -49,8 +49,12 @@ def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# From the downward API, for leader election; every other variable is a config.ENV_VARS value.
+DOWNWARD_API = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+
+
 def env(objects: list[dict[str, Any]]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(objects)["env"]}
+    return {e["name"]: e["value"] for e in container(objects)["env"] if "value" in e}
 
 
 def test_the_values_files_exist() -> None:
@@ -108,6 +112,8 @@ def test_every_object_is_labelled_and_namespaced_in_the_release(
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
         if obj["kind"] in cluster_scoped:
             assert "namespace" not in meta
+        elif obj["kind"] in {"Role", "RoleBinding"} and meta["name"].endswith("-leader-election"):
+            assert meta["namespace"] == NAMESPACE  # the Lease lives with the operator
         elif obj["kind"] in {"Role", "RoleBinding"}:
             assert meta["namespace"] in watched
         else:
@@ -293,6 +299,8 @@ def test_args_watch_all_namespaces_by_default(render: Render) -> None:
         "--metrics-port=9090",
         "--log-format=json",
         "--log-level=INFO",
+        "--leader-elect",
+        "--leader-election-id=kubeserve",
     ]
 
 
@@ -320,11 +328,59 @@ def test_metrics_off_means_port_zero_and_no_service(render: Render) -> None:
     assert policy["spec"]["ingress"] == []
 
 
-def test_single_replica_with_recreate(render: Render) -> None:
+def test_every_other_env_var_is_the_downward_apis_pod_name_and_namespace(render: Render) -> None:
     for values in VALUES_FILES:
-        spec = deployment(render(values))["spec"]
-        assert spec["replicas"] == 1
-        assert spec["strategy"] == {"type": "Recreate"}
+        refs = {
+            e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+            for e in container(render(values))["env"]
+            if "value" not in e
+        }
+        assert refs == DOWNWARD_API, values.name
+
+
+def test_two_replicas_elect_a_leader_and_roll_without_a_gap(render: Render) -> None:
+    for values in VALUES_FILES:
+        objects = render(values)
+        spec = deployment(objects)["spec"]
+        assert spec["replicas"] == 2
+        # The new pod is up (a standby) before an old one stops and hands over.
+        assert spec["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }
+        args = container(objects)["args"]
+        assert "--leader-elect" in args
+        assert f"--leader-election-id={deployment(objects)['metadata']['name']}" in args
+        pdb = one(objects, "PodDisruptionBudget")["spec"]
+        assert pdb["maxUnavailable"] == 1
+        assert pdb["selector"] == deployment(objects)["spec"]["selector"]
+
+
+def test_one_replica_has_no_pdb_and_no_anti_affinity(render: Render) -> None:
+    objects = render(None, "replicas=1")
+    assert deployment(objects)["spec"]["replicas"] == 1
+    assert of_kind(objects, "PodDisruptionBudget") == []
+    assert "affinity" not in deployment(objects)["spec"]["template"]["spec"]
+
+
+def test_replicas_spread_over_nodes_unless_the_user_sets_affinity(render: Render) -> None:
+    pod = deployment(render())["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    selector = deployment(render())["spec"]["selector"]["matchLabels"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    # The user's affinity replaces ours whole (custom-images.yaml sets a node affinity).
+    custom = deployment(render(VALUES / "custom-images.yaml"))["spec"]["template"]["spec"]
+    assert list(custom["affinity"]) == ["nodeAffinity"]
+
+
+def test_a_shard_selector_reaches_the_operator_and_parses(render: Render) -> None:
+    from kubeserve.cli import _parser
+
+    assert not any(a.startswith("--selector") for a in container(render())["args"])
+    args = container(render(None, "selector=kubeserve.io/shard notin (a\\,b)"))["args"]
+    assert args[-1] == "--selector=kubeserve.io/shard notin (a,b)"
+    assert _parser().parse_args(args).selector == "kubeserve.io/shard notin (a,b)"
 
 
 def test_probes_use_kopfs_health_endpoint(render: Render) -> None:

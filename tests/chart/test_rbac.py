@@ -17,6 +17,14 @@ pytestmark = pytest.mark.chart
 
 RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 NAMESPACED = VALUES / "namespaced.yaml"
+LEADER_ELECTION = "-leader-election"
+
+
+def watched_roles(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Roles or RoleBindings for the watched namespaces (not leader election's)."""
+    return [
+        o for o in of_kind(objects, kind) if not o["metadata"]["name"].endswith(LEADER_ELECTION)
+    ]
 
 
 def rules_of(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -63,7 +71,7 @@ def test_rbac_py_has_no_wildcards_or_duplicates() -> None:
 
 def test_cluster_mode_grants_exactly_rbac_py(render: Render) -> None:
     objects = render()
-    assert of_kind(objects, "Role") == [] and of_kind(objects, "RoleBinding") == []
+    assert watched_roles(objects, "Role") == [] and watched_roles(objects, "RoleBinding") == []
     main = rules_of(named(objects, "ClusterRole", "kubeserve"))
     assert rbac.permissions(main) == rbac.permissions(rbac.rules(namespaced=False)), diff(
         main, rbac.rules(namespaced=False)
@@ -78,13 +86,13 @@ def test_cluster_mode_grants_exactly_rbac_py(render: Render) -> None:
 def test_namespaced_mode_grants_exactly_rbac_py_in_each_namespace(render: Render) -> None:
     objects = render(NAMESPACED)
     watched = yaml.safe_load(NAMESPACED.read_text())["watchNamespaces"]
-    roles = of_kind(objects, "Role")
+    roles = watched_roles(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(watched)
     for role in roles:
         assert rbac.permissions(rules_of(role)) == rbac.permissions(rbac.rules(namespaced=True)), (
             diff(rules_of(role), rbac.rules(namespaced=True))
         )
-    bindings = of_kind(objects, "RoleBinding")
+    bindings = watched_roles(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(watched)
     for binding in bindings:
         assert binding["roleRef"] == {
@@ -123,6 +131,43 @@ def test_bindings_name_the_operator_service_account(render: Render) -> None:
                 ]
                 roles = of_kind(objects, binding["roleRef"]["kind"])
                 assert binding["roleRef"]["name"] in {r["metadata"]["name"] for r in roles}
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.stem)
+def test_leader_election_may_touch_only_its_own_lease_in_the_release_namespace(
+    render: Render, values: Path
+) -> None:
+    objects = render(values)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    lease = next(a.split("=", 1)[1] for a in args if a.startswith("--leader-election-id="))
+    assert "--leader-elect" in args
+    role = named(objects, "Role", f"{lease}{LEADER_ELECTION}")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    # Exactly rbac.py's rules, resourceNames included (permissions() ignores them).
+    assert rules_of(role) == rbac.lease_rules(lease)
+    assert [r.get("resourceNames") for r in rules_of(role)] == [None, [lease]]
+    binding = named(objects, "RoleBinding", f"{lease}{LEADER_ELECTION}")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    # Leases appear nowhere else: no cluster-wide or watched-namespace grant of them.
+    others = [o for o in objects if o["kind"] in ("ClusterRole", "Role") and o is not role]
+    assert not any("leases" in rule["resources"] for o in others for rule in rules_of(o))
+
+
+def test_each_release_elects_on_its_own_lease(render: Render) -> None:
+    """Shards are releases: two releases never share a Lease (nor its Role)."""
+
+    def lease(objects: list[dict[str, Any]]) -> str:
+        args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        return next(a.split("=", 1)[1] for a in args if a.startswith("--leader-election-id="))
+
+    assert lease(render(None, "fullnameOverride=shard-a")) == "shard-a"
+    assert lease(render(None, "fullnameOverride=shard-b")) == "shard-b"
 
 
 def test_rbac_can_be_left_to_the_user(render: Render) -> None:

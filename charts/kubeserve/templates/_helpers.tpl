@@ -81,4 +81,9 @@ The defaults match operator/kubeserve/config.py (ENV_VARS); tests/chart checks t
 - --metrics-port={{ if .Values.metrics.enabled }}{{ .Values.metrics.port }}{{ else }}0{{ end }}
 - --log-format={{ .Values.operator.logFormat }}
 - --log-level={{ .Values.operator.logLevel }}
+- --leader-elect
+- --leader-election-id={{ include "kubeserve.fullname" . }}
+{{- with .Values.selector }}
+- {{ printf "--selector=%s" . | quote }}
+{{- end }}
 {{- end -}}

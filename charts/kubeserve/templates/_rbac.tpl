@@ -63,3 +63,17 @@ rbac.cluster_rules(), so a new child kind needs a line here too.
   resources: [nodes]
   verbs: [get, list, watch]
 {{- end -}}
+
+
+{{/* rbac.lease_rules(name): the leader election Lease, in the release namespace only. */}}
+{{- define "kubeserve.rbac.leaseRules" -}}
+# Create cannot be restricted by name (the object has none until it exists).
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+# Read and renew (PUT) only this release's Lease.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [{{ include "kubeserve.fullname" . }}]
+  verbs: [get, update]
+{{- end -}}
