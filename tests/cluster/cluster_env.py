@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,25 @@ __all__ = ["Tools", "tool"]
 class Operator:
     """``kubeserve run -A`` as a process, logged in with a kubeconfig of our choosing."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+        name: str = "operator",
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.extra_env = env or {}
+        self.extra_args = list(args)  # after `run -A`, e.g. --leader-elect
+        self.name = name  # several in one workdir keep apart logs
         self.popen: subprocess.Popen[bytes] | None = None
         self.runs = 0
 
     @property
     def log(self) -> Path:
-        return self.workdir / f"operator-{self.runs}.log"
+        return self.workdir / f"{self.name}-{self.runs}.log"
 
     def start(self) -> None:
         self.runs += 1
@@ -61,7 +71,7 @@ class Operator:
         with self.log.open("wb") as out:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "kubeserve", "run", "-A", "--metrics-port=0",
-                 f"--liveness=http://127.0.0.1:{port}/healthz"],
+                 f"--liveness=http://127.0.0.1:{port}/healthz", *self.extra_args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
 

@@ -34,6 +34,24 @@ SERVICE_CIDR = "10.96.0.0/16"  # a /24 runs out of ClusterIPs at about 250 Servi
 START_TIMEOUT = 90.0
 
 
+# Writes only (reads would flood the log), with the request body for Leases: who held
+# the Lease after each write.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Request",
+            "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}],
+            "verbs": ["create", "update", "patch"],
+        },
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
+
+
 @dataclass(frozen=True)
 class Assets:
     apiserver: Path
@@ -143,9 +161,12 @@ class Process:
 class ControlPlane:
     """etcd and kube-apiserver, plus the controller manager and scheduler when available."""
 
-    def __init__(self, assets: Assets, workdir: Path) -> None:
+    def __init__(self, assets: Assets, workdir: Path, *, audit: bool = False) -> None:
         self.assets = assets
         self.workdir = workdir
+        # Opt-in: the API server's own record of every write, who sent it and when
+        # (AUDIT_POLICY). Tests of leader election prove from it who wrote when.
+        self.audit_log: Path | None = workdir / "audit.log" if audit else None
         self.processes: list[Process] = []
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
@@ -255,11 +276,21 @@ class ControlPlane:
                 f"--proxy-client-cert-file={proxy_client.cert}",
                 f"--proxy-client-key-file={proxy_client.key}",
                 "--profiling=false",
+                *self._audit_flags(),
             ],
         )
         context = ssl.create_default_context(cafile=str(self.ca.pair.cert))
         context.load_cert_chain(str(self.admin.cert), str(self.admin.key))
         _wait_http(process, f"{self.url}/readyz", context)
+
+    def _audit_flags(self) -> list[str]:
+        if self.audit_log is None:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        # The log backend's default mode is blocking: an event is written before the
+        # response is sent, so a test reads every write it has seen answered.
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}"]
 
     def _component_kubeconfig(self, name: str, common_name: str) -> Path:
         # system:masters: with --use-service-account-credentials=false every controller
