@@ -325,7 +325,12 @@ class Leadership:
 
     async def _lead(self, writers: asyncio.Task[None]) -> None:
         assert self.elector is not None
-        await self.elector.run()
+        try:
+            await self.elector.run()
+        except Exception:
+            # A bug here must not leave a replica that never leads, or one that leads on
+            # without renewing: treated as a lost Lease, so the restart starts clean.
+            logger.exception("leader election failed")
         # Lost. In-flight reconciles may still write: cancel them now, not at kopf's cleanup.
         writers.cancel()
         logger.error("stopping: the lease is lost; the restarted process will be a standby")

@@ -223,3 +223,36 @@ async def test_release_does_nothing_for_a_standby_or_a_lease_taken_since() -> No
     assert len(store.writes) == writes
     run_a.cancel()
     await asyncio.gather(run_a, return_exceptions=True)
+
+
+async def test_losing_the_lease_cancels_the_writers_and_stops_with_exit_code_1() -> None:
+    import types
+
+    store = LeaseStore()
+    memo = types.SimpleNamespace(
+        leader_election=Config("kubeserve", "kubeserve", "a", Timing()),
+        kube=store,
+        stop_flag=asyncio.Event(),
+        exit_code=0,
+    )
+    leadership_ = leadership.Leadership(memo)
+    assert leadership_.gate is not None
+    writers = asyncio.create_task(asyncio.Event().wait())
+    leadership_.start(writers=writers)
+    await asyncio.sleep(5)
+    assert leadership_.gate.is_set() and not writers.done()
+    lease = store.leases["kubeserve"]
+    store._store({**lease, "spec": {**lease["spec"], "holderIdentity": "intruder"}})
+    await asyncio.wait_for(memo.stop_flag.wait(), timeout=5)
+    assert writers.cancelled() and memo.exit_code == 1 and not leadership_.gate.is_set()
+    await leadership_.release()  # not ours any more: nothing written
+    assert store.leases["kubeserve"]["spec"]["holderIdentity"] == "intruder"
+
+
+async def test_without_leader_election_there_is_no_gate() -> None:
+    import types
+
+    leadership_ = leadership.Leadership(types.SimpleNamespace())
+    assert leadership_.gate is None
+    leadership_.start(writers=asyncio.create_task(asyncio.sleep(0)))
+    await leadership_.release()
