@@ -1,276 +1,419 @@
-"""Benchmark: the operator reconciling N ModelDeployments vs a plain client doing the same writes.
+"""Benchmark: the operator against a plain client making the same writes, on a real control plane.
 
-Both talk to the same in-process API endpoint: kmock with create-on-apply and direct lookups,
-the emulator the integration tests use (tests/integration/kmock_harness.py). The operator
-runs as a real `kubeserve run` subprocess, so its peak RSS and idle CPU are its own. The
-plain client renders the same children and applies them, then writes the same status, with
-bounded concurrency. Prints each run, then the medians (peak RSS: the largest), the ratios
-and the command.
+Every run gets a fresh etcd + kube-apiserver + kube-controller-manager (tests/cluster/envtest.py,
+binaries from $KUBEBUILDER_ASSETS; `make assets` unpacks them), the ModelDeployment CRD, and N
+ModelDeployments (onnxruntime, two children each: a Deployment and a Service). The controller
+manager turns each Deployment into a ReplicaSet and a pod (Pending: there are no nodes), so the
+operator sees the Deployment status traffic a cluster produces.
 
-    .venv/bin/python bench/reconcile.py --counts 100 1000 --repeat 3
+Scenarios, each timed for the operator (`kubeserve run -A` as a process) and for the floor, a
+plain async client doing the same writes with no framework (server-side apply of each child,
+then one status patch, 8 in flight):
+
+- cold: the N ModelDeployments exist; the operator starts (as after a restart or upgrade).
+  Operator: process start -> every one has status.observedGeneration. Plain: list, then write.
+- live: N are created while it runs. Plain: each create is followed by its writes, 8 in
+  flight; lag: last create -> last status written. Operator: the creates come at the pace
+  the plain run kept; lag: last create -> last reconciled.
+
+For the operator it also reports peak RSS, CPU once settled (from `--settle` to
+`--settle + --idle` seconds after the last reconcile; resync is not due), log lines, and per
+model: CPU ms, RSS bytes and API requests (the operator's kubeserve_api_requests_total).
+
+    .venv/bin/python bench/reconcile.py --counts 1000 3000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import statistics
+import re
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import psutil
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 
-from kmock._internal import apps  # noqa: E402
-from kmock_harness import MD_RESOURCE, ApplyingEmulator  # noqa: E402
+from envtest import ControlPlane, find_assets, free_port  # noqa: E402
 
 from kubeserve import api  # noqa: E402
 from kubeserve.api import ModelDeployment  # noqa: E402
 from kubeserve.config import OperatorConfig  # noqa: E402
+from kubeserve.crd import crd  # noqa: E402
 from kubeserve.render import render  # noqa: E402
 from kubeserve.resources.kinds import kind_of  # noqa: E402
 
 NAMESPACE = "bench"
-CONCURRENCY = 64
+IN_FLIGHT = 8
+TIMEOUT = 900.0
+PROFILE: Path | None = None
 
 
 def md_body(index: int) -> dict[str, Any]:
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
-        "metadata": {
-            "name": f"model-{index}",
-            "namespace": NAMESPACE,
-            "uid": str(uuid.uuid4()),
-            "resourceVersion": "1",
-            "generation": 1,
-        },
-        "spec": {"runtime": "torchserve", "model": {"uri": f"s3://models/m{index}/"}},
+        "metadata": {"name": f"model-{index}", "namespace": NAMESPACE},
+        "spec": {"runtime": "onnxruntime", "model": {"uri": f"s3://models/m{index}/model.onnx"}},
     }
 
 
-def collection(api_version: str, plural: str) -> str:
+def collection(api_version: str, plural: str, namespace: str | None = NAMESPACE) -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{prefix}/namespaces/{NAMESPACE}/{plural}"
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
 
 
-async def new_server() -> tuple[Any, Any]:
-    kmock = ApplyingEmulator()
-    await kmock.__aenter__()
-    server = apps.Server(kmock)
-    await server.__aenter__()
-    kmock.resources.load_bundled()
-    kmock.resources[MD_RESOURCE] = kmock.ResourceInfo(
-        kind=api.KIND,
-        namespaced=True,
-        verbs={"get", "list", "watch", "create", "patch", "delete"},
-        subresources={"status"},
-    )
-    return kmock, server
+MDS = collection(api.API_VERSION, api.PLURAL)
 
 
-async def create_all(
-    session: aiohttp.ClientSession, base: str, bodies: list[dict[str, Any]]
-) -> None:
-    limit = asyncio.Semaphore(CONCURRENCY)
+class Api:
+    """A minimal aiohttp client with the control plane's admin certificate."""
 
-    async def create(body: dict[str, Any]) -> None:
-        async with (
-            limit,
-            session.post(base + collection(api.API_VERSION, api.PLURAL), json=body) as r,
-        ):
-            assert r.status < 400, await r.text()
-
-    await asyncio.gather(*(create(b) for b in bodies))
-
-
-def reconciled(kmock: Any, count: int) -> int:
-    resource = kmock.resource(MD_RESOURCE)
-    done = 0
-    for (res, _ns, _name), obj in list(kmock.objects.items()):
-        if (
-            res == resource
-            and not obj.deleted
-            and (obj.raw.get("status") or {}).get("observedGeneration")
-        ):
-            done += 1
-    return done
-
-
-async def wait_reconciled(kmock: Any, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while reconciled(kmock, count) < count:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"only {reconciled(kmock, count)}/{count} reconciled in {timeout}s")
-        await asyncio.sleep(0.1)
-
-
-async def run_operator(count: int, idle_seconds: float) -> dict[str, float]:
-    kmock, server = await new_server()
-    base = str(kmock.url).rstrip("/")
-    with tempfile.TemporaryDirectory() as tmp:
-        kubeconfig = Path(tmp) / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "bench",
-                    "clusters": [{"name": "bench", "cluster": {"server": base}}],
-                    "users": [{"name": "bench", "user": {"token": "bench"}}],
-                    "contexts": [
-                        {"name": "bench", "context": {"cluster": "bench", "user": "bench"}}
-                    ],
-                }
-            )
+    def __init__(self, plane: ControlPlane) -> None:
+        context = ssl.create_default_context(cafile=str(plane.ca.pair.cert))
+        context.load_cert_chain(str(plane.admin.cert), str(plane.admin.key))
+        self.base = plane.url
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=64),
+            timeout=aiohttp.ClientTimeout(total=120),
         )
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "ORT_DISABLE_TELEMETRY": "1"}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubeserve",
-                "run",
-                "-A",
-                "--liveness",
-                "",
-                "--metrics-port",
-                "0",
-                "--log-level",
-                "INFO" if LOG_FILE else "WARNING",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(LOG_FILE, "w") if LOG_FILE else subprocess.DEVNULL,  # noqa: SIM115
-        )
-        ps = psutil.Process(proc.pid)
-        peak = 0
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        async with self.session.request(
+            method, self.base + path, params=params,
+            data=None if body is None else json.dumps(body),
+            headers={"Content-Type": content_type},
+        ) as response:  # fmt: skip
+            text = await response.text()
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: {response.status} {text[:300]}")
+            return dict(json.loads(text))
+
+    async def create_md(self, index: int) -> None:
+        await self.call("POST", MDS, md_body(index))
+
+    async def write_like_the_operator(self, md: dict[str, Any], cfg: OperatorConfig) -> None:
+        for child in render(ModelDeployment.parse(md), cfg):
+            kind = kind_of(child)
+            path = f"{collection(kind.api_version, kind.plural)}/{child['metadata']['name']}"
+            await self.call(
+                "PATCH", path, child, content_type="application/apply-patch+yaml",
+                params={"fieldManager": "plain", "force": "true"},
+            )  # fmt: skip
+        await self.call(
+            "PATCH", f"{MDS}/{md['metadata']['name']}/status",
+            {"status": {"observedGeneration": md["metadata"]["generation"]}},
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+
+async def bounded(count: int, each: Callable[[int], Awaitable[None]]) -> None:
+    limit = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(index: int) -> None:
+        async with limit:
+            await each(index)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+class Reconciled:
+    """Watches ModelDeployments; done once `count` have observedGeneration == generation."""
+
+    def __init__(self, client: Api, count: int) -> None:
+        self.client, self.count = client, count
+        self.done: set[str] = set()
+        self.last = 0.0
+        self.complete = asyncio.Event()
+        self.task = asyncio.create_task(self._watch())
+
+    def _see(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        current = (obj.get("status") or {}).get("observedGeneration") == meta.get("generation")
+        if current and meta["name"] not in self.done:
+            self.done.add(meta["name"])
+            self.last = time.monotonic()
+        if len(self.done) >= self.count:
+            self.complete.set()
+
+    async def _watch(self) -> None:
+        listed = await self.client.call("GET", MDS)
+        for obj in listed["items"]:
+            self._see(obj)
+        params = {"watch": "1", "resourceVersion": listed["metadata"]["resourceVersion"]}
+        async with self.client.session.get(
+            self.client.base + MDS, params=params, timeout=aiohttp.ClientTimeout(total=None)
+        ) as stream:
+            async for line in stream.content:
+                self._see(json.loads(line)["object"])
+
+    async def wait(self) -> float:
+        """Until all are reconciled; returns the time of the last one (monotonic)."""
         try:
-            async with aiohttp.ClientSession() as session:
-                # Wait until the operator is watching (its first LIST of ModelDeployments).
-                deadline = time.monotonic() + 60
-                while not any(r.method == "GET" and api.PLURAL in str(r.url) for r in kmock):
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise SystemExit("operator did not start")
-                    await asyncio.sleep(0.1)
-                started = time.monotonic()
-                await create_all(session, base, [md_body(i) for i in range(count)])
-                sampler = asyncio.create_task(sample_rss(ps))
-                await wait_reconciled(kmock, count, timeout=1800)
-                elapsed = time.monotonic() - started
-                cpu_before = sum(ps.cpu_times()[:2])
-                await asyncio.sleep(idle_seconds)
-                idle_cpu = (sum(ps.cpu_times()[:2]) - cpu_before) / idle_seconds
-                sampler.cancel()
-                peak = max(peak, ps.memory_info().rss)
-                peak = max(peak, RSS_PEAK[0])
+            await asyncio.wait_for(self.complete.wait(), TIMEOUT)
+        except TimeoutError:
+            missing = self.count - len(self.done)
+            raise SystemExit(f"{missing} not reconciled in {TIMEOUT} s") from None
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            await server.__aexit__(None, None, None)
-            await kmock.__aexit__(None, None, None)
-    return {"seconds": elapsed, "rss_mb": peak / 2**20, "idle_cpu": idle_cpu}
+            self.task.cancel()
+        return self.last
 
 
-RSS_PEAK = [0]
-LOG_FILE = os.environ.get("BENCH_OPERATOR_LOG")
+async def fresh_cluster(workdir: Path) -> tuple[ControlPlane, Api]:
+    assets = find_assets()
+    if isinstance(assets, str):
+        raise SystemExit(assets)
+    plane = ControlPlane(assets, workdir)
+    await asyncio.to_thread(plane.start)
+    client = Api(plane)
+    await client.call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd())
+    for _ in range(300):
+        try:
+            await client.call("GET", MDS)
+            break
+        except RuntimeError:
+            await asyncio.sleep(0.1)
+    await client.call("POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+    return plane, client
 
 
-async def sample_rss(ps: psutil.Process) -> None:
-    while True:
-        RSS_PEAK[0] = max(RSS_PEAK[0], ps.memory_info().rss)
-        await asyncio.sleep(0.2)
+class OperatorProcess:
+    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+        self.health, self.metrics_port = free_port(), free_port()
+        self.log = workdir / "operator.log"
+        env = {**os.environ, "KUBECONFIG": str(plane.admin_kubeconfig)}
+        env["ORT_DISABLE_TELEMETRY"] = "1"
+        self.started = time.monotonic()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "kubeserve", "run", "-A", "--log-format=text",
+             f"--liveness=http://127.0.0.1:{self.health}/healthz",
+             f"--metrics-port={self.metrics_port}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"),
+        )  # fmt: skip
+        self.ps = psutil.Process(self.popen.pid)
+        self.peak_rss = 0
+        self.sampler = asyncio.create_task(self._sample())
 
+    async def _sample(self) -> None:
+        while True:
+            self.peak_rss = max(self.peak_rss, self.ps.memory_info().rss)
+            await asyncio.sleep(0.2)
 
-async def run_plain_client(count: int) -> dict[str, float]:
-    """The same writes without an operator: apply each rendered child, then the status."""
-    kmock, server = await new_server()
-    base = str(kmock.url).rstrip("/")
-    cfg = OperatorConfig()
-    bodies = [md_body(i) for i in range(count)]
-    limit = asyncio.Semaphore(CONCURRENCY)
-    try:
+    def cpu(self) -> float:
+        return sum(self.ps.cpu_times()[:2])
+
+    async def healthy(self) -> None:
+        deadline = time.monotonic() + 60
         async with aiohttp.ClientSession() as session:
-            started = time.monotonic()
-            await create_all(session, base, bodies)
+            while time.monotonic() < deadline:
+                if self.popen.poll() is not None:
+                    raise SystemExit(f"the operator exited:\n{self.log.read_text()[-2000:]}")
+                try:
+                    async with session.get(f"http://127.0.0.1:{self.health}/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise SystemExit("the operator did not become healthy in 60 s")
 
-            async def write(body: dict[str, Any]) -> None:
-                async with limit:
-                    for child in render(ModelDeployment.parse(body), cfg):
-                        kind = kind_of(child)
-                        name = child["metadata"]["name"]
-                        url = f"{base}{collection(kind.api_version, kind.plural)}/{name}"
-                        async with session.patch(
-                            url,
-                            json=child,
-                            params={"fieldManager": "plain", "force": "true"},
-                            headers={"Content-Type": "application/apply-patch+yaml"},
-                        ) as r:
-                            assert r.status < 400, await r.text()
-                    md_path = (
-                        f"{collection(api.API_VERSION, api.PLURAL)}/{body['metadata']['name']}"
-                    )
-                    url = f"{base}{md_path}/status"
-                    async with session.patch(
-                        url,
-                        json={"status": {"observedGeneration": 1}},
-                        headers={"Content-Type": "application/merge-patch+json"},
-                    ) as r:
-                        assert r.status < 400, await r.text()
+    async def api_requests(self) -> dict[str, float]:
+        """The operator's requests by verb, from its kubeserve_api_requests_total."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r,
+        ):
+            text = await r.text()
+        pattern = r'^kubeserve_api_requests_total\{[^}]*verb="(\w+)"[^}]*\} ([0-9.e+]+)$'
+        verbs: dict[str, float] = {}
+        for verb, value in re.findall(pattern, text, re.M):
+            verbs[verb] = verbs.get(verb, 0.0) + float(value)
+        return verbs
 
-            await asyncio.gather(*(write(b) for b in bodies))
-            await wait_reconciled(kmock, count, timeout=1800)
-            elapsed = time.monotonic() - started
+    def profile(self, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+        """py-spy's collapsed stacks of the operator, when --profile asks for them."""
+        if PROFILE is None:
+            return None
+        return subprocess.Popen(
+            ["py-spy", "record", "--pid", str(self.popen.pid), "--format", "raw", "--rate", "50",
+             "--duration", str(int(seconds)), "--output", str(PROFILE / out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    async def settled(self, last: float, settle: float, idle: float) -> dict[str, float]:
+        """CPU over [last + settle, last + settle + idle], and what it cost until then."""
+        await asyncio.sleep(max(0.0, last + settle - time.monotonic()))
+        before = self.cpu()
+        self.profile(Path("idle.txt"), idle)
+        await asyncio.sleep(idle)
+        requests = await self.api_requests()
+        return {
+            "idle_cpu": (self.cpu() - before) / idle,
+            "rss": self.ps.memory_info().rss,
+            "requests": sum(requests.values()),
+            **{f"requests_{verb}": value for verb, value in requests.items()},
+            "log_lines": len(self.log.read_text().splitlines()),
+        }
+
+    def stop(self) -> None:
+        self.sampler.cancel()
+        self.popen.terminate()
+        try:
+            self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+
+
+async def plain_cold(count: int, workdir: Path) -> dict[str, float]:
+    plane, client = await fresh_cluster(workdir)
+    cfg = OperatorConfig()
+    try:
+        await bounded(count, client.create_md)
+        started = time.monotonic()
+        items = (await client.call("GET", MDS))["items"]
+        await bounded(count, lambda i: client.write_like_the_operator(items[i], cfg))
+        return {"seconds": time.monotonic() - started}
     finally:
-        await server.__aexit__(None, None, None)
-        await kmock.__aexit__(None, None, None)
-    return {"seconds": elapsed}
+        await client.close()
+        plane.stop()
+
+
+async def plain_live(count: int, workdir: Path) -> dict[str, float]:
+    plane, client = await fresh_cluster(workdir)
+    cfg = OperatorConfig()
+    last_create = last_write = 0.0
+    started = time.monotonic()
+
+    async def create_and_write(index: int) -> None:
+        nonlocal last_create, last_write
+        md = await client.call("POST", MDS, md_body(index))
+        last_create = max(last_create, time.monotonic())
+        await client.write_like_the_operator(md, cfg)
+        last_write = max(last_write, time.monotonic())
+
+    try:
+        await bounded(count, create_and_write)
+        return {"lag": last_write - last_create, "rate": count / (last_create - started)}
+    finally:
+        await client.close()
+        plane.stop()
+
+
+async def operator_cold(count: int, workdir: Path, settle: float, idle: float) -> dict[str, float]:
+    plane, client = await fresh_cluster(workdir)
+    operator = None
+    try:
+        await bounded(count, client.create_md)
+        watcher = Reconciled(client, count)
+        operator = OperatorProcess(plane, workdir)
+        await asyncio.sleep(1)  # py-spy needs the interpreter up
+        operator.profile(Path(f"cold-{count}.txt"), 600)
+        last = await watcher.wait()
+        reconcile_cpu = operator.cpu()
+        result = {"seconds": last - operator.started, "cpu_s": reconcile_cpu}
+        result.update(await operator.settled(last, settle, idle))
+        result["peak_rss"] = operator.peak_rss
+        return result
+    finally:
+        if operator is not None:
+            operator.stop()
+        await client.close()
+        plane.stop()
+
+
+async def operator_live(count: int, rate: float, workdir: Path) -> dict[str, float]:
+    plane, client = await fresh_cluster(workdir)
+    operator = OperatorProcess(plane, workdir)
+    try:
+        await operator.healthy()
+        await asyncio.sleep(2)  # its watches are open once /healthz answers; let it go quiet
+        baseline_rss = operator.ps.memory_info().rss
+        watcher = Reconciled(client, count)
+        last_create = 0.0
+        started = time.monotonic()
+
+        async def create(index: int) -> None:
+            nonlocal last_create
+            await asyncio.sleep(max(0.0, started + index / rate - time.monotonic()))
+            await client.create_md(index)
+            last_create = max(last_create, time.monotonic())
+
+        await bounded(count, create)
+        last = await watcher.wait()
+        return {"lag": last - last_create, "baseline_rss": baseline_rss}
+    finally:
+        operator.stop()
+        await client.close()
+        plane.stop()
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--counts", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--idle-seconds", type=float, default=20.0)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per count; medians shown")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1000])
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds before idle CPU")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds idle CPU is taken over")
+    parser.add_argument("--scenarios", nargs="+", default=["cold", "live"])
+    parser.add_argument("--keep", type=Path, help="keep logs here (default: a temporary folder)")
+    parser.add_argument("--profile", type=Path, help="write py-spy stacks of the operator here")
     args = parser.parse_args()
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    columns = ("N", "run", "operator s", "plain s", "ratio", "peak RSS MB", "idle CPU %")
-    widths = (6, 6, 11, 9, 7, 12, 11)
-    print(" ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    global PROFILE
+    PROFILE = args.profile
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     for count in args.counts:
-        runs = []
-        for attempt in range(args.repeat):
-            plain = await run_plain_client(count)
-            RSS_PEAK[0] = 0
-            operator = await run_operator(count, args.idle_seconds)
-            runs.append((operator["seconds"], plain["seconds"], operator))
-            row(count, str(attempt + 1), operator["seconds"], plain["seconds"], operator)
-        operator_s = statistics.median(r[0] for r in runs)
-        plain_s = statistics.median(r[1] for r in runs)
-        worst = {
-            "rss_mb": max(r[2]["rss_mb"] for r in runs),
-            "idle_cpu": statistics.median(r[2]["idle_cpu"] for r in runs),
-        }
-        row(count, "median", operator_s, plain_s, worst)
+        with tempfile.TemporaryDirectory(prefix="kubeserve-bench-") as tmp:
+            work = args.keep / str(count) if args.keep else Path(tmp)
+            for name in ("plain-cold", "operator-cold", "plain-live", "operator-live"):
+                (work / name).mkdir(parents=True)
+            if "cold" in args.scenarios:
+                plain = await plain_cold(count, work / "plain-cold")
+                op = await operator_cold(count, work / "operator-cold", args.settle, args.idle)
+                report_cold(count, plain, op, args)
+            if "live" in args.scenarios:
+                plain = await plain_live(count, work / "plain-live")
+                op = await operator_live(count, plain["rate"], work / "operator-live")
+                print(
+                    f"N={count} live, {plain['rate']:.0f} creates/s: last create -> last "
+                    "reconciled: operator "
+                    f"{op['lag']:.2f} s, plain {plain['lag']:.2f} s, behind by "
+                    f"{op['lag'] - plain['lag']:.2f} s; operator RSS with none: "
+                    f"{op['baseline_rss'] / 2**20:.0f} MB",
+                    flush=True,
+                )
 
 
-def row(count: int, run: str, operator_s: float, plain_s: float, op: dict[str, float]) -> None:
+def report_cold(count: int, plain: dict[str, float], op: dict[str, float], args: Any) -> None:
     print(
-        f"{count:>6} {run:>6} {operator_s:>11.2f} {plain_s:>9.2f} {operator_s / plain_s:>7.2f} "
-        f"{op['rss_mb']:>12.1f} {100 * op['idle_cpu']:>11.2f}",
+        f"N={count} cold: operator {op['seconds']:.2f} s, plain {plain['seconds']:.2f} s, "
+        f"ratio {op['seconds'] / plain['seconds']:.2f}x\n"
+        f"  peak RSS {op['peak_rss'] / 2**20:.0f} MB; CPU {args.settle:.0f}-"
+        f"{args.settle + args.idle:.0f} s after the last reconcile: {100 * op['idle_cpu']:.2f} %"
+        f" of a core; log lines {op['log_lines']:.0f}\n"
+        f"  per model: {1000 * op['cpu_s'] / count:.1f} CPU ms to reconcile, "
+        f"{op['rss'] / count / 1024:.1f} KiB of RSS (whole process / N), "
+        f"{op['requests'] / count:.2f} API requests ("
+        + ", ".join(
+            f"{key.removeprefix('requests_')} {value / count:.2f}"
+            for key, value in op.items()
+            if key.startswith("requests_")
+        )
+        + ")",
         flush=True,
     )
 

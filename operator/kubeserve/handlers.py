@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import zlib
@@ -131,6 +132,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo.gone = set()
     # Keys queued from the index alone (resync, a child's deletion): confirm them first.
     memo.confirm = set()
+    # Keys due a full reconcile; a queued key not in it only refreshes its status from
+    # the Deployment body left in memo.deployment_changed (see _work).
+    memo.full = set()
+    memo.deployment_changed = {}
     # kopf's live index views; the queue's workers read them outside any handler.
     memo.model_deployments = kwargs["model_deployments_index"]
     # Node name -> NodeSummary, kept by node_event.
@@ -186,7 +191,9 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo:
 def model_deployments_index(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[Key, Any]:
-    return {(namespace or "", name): dict(body)}
+    # managedFields are about half of a stored body, and nothing here reads them.
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    return {(namespace or "", name): {**body, "metadata": meta}}
 
 
 @kopf.on.event(*MD)
@@ -203,6 +210,8 @@ async def model_deployment_event(
         if current is None or current["metadata"].get("uid") == uid:
             # Not when a namesake already replaced it: the key's work is the new one's.
             memo.queue.forget(key)
+            memo.full.discard(key)
+            memo.deployment_changed.pop(key, None)
             memo.failed_generation.pop(key, None)
             metrics.forget(namespace, name)
         return
@@ -215,7 +224,7 @@ async def model_deployment_event(
         return
     # Our own status writes come back as events: only new generations need work.
     if not seen or status.get("observedGeneration") != generation:
-        memo.queue.add(key)
+        _reconcile_soon(memo, key)
 
 
 def _indexed(memo: kopf.Memo, key: Hashable) -> dict[str, Any] | None:
@@ -237,35 +246,41 @@ def _indexed(memo: kopf.Memo, key: Hashable) -> dict[str, Any] | None:
     return body
 
 
+def _reconcile_soon(memo: kopf.Memo, key: Key, delay: float = 0.0) -> None:
+    memo.full.add(key)
+    memo.queue.add(key, delay=delay)
+
+
 async def _work(key: Hashable, memo: kopf.Memo) -> None:
+    """A full reconcile, or a status refresh when nothing but its Deployment's status moved."""
+    full = key in memo.full or key not in memo.deployment_changed
+    memo.full.discard(key)
+    deployment = memo.deployment_changed.pop(key, None)
+    try:
+        await _work_on(key, memo, full, deployment)
+    except BaseException:
+        if full:
+            memo.full.add(key)  # the retry must apply the spec too, whatever came meanwhile
+        raise
+
+
+async def _work_on(
+    key: Hashable, memo: kopf.Memo, full: bool, deployment: dict[str, Any] | None
+) -> None:
     body = _indexed(memo, key)
     if body is None:
         return
     uid = body["metadata"].get("uid", "")
     kube: KubeClient = memo.kube
-    if memo.startup is None:
-        memo.startup = asyncio.create_task(_before_first_reconcile(memo), name="kubeserve-startup")
-        memo.tasks.append(memo.startup)
-    await asyncio.shield(memo.startup)
-    if key in memo.confirm:
-        memo.confirm.discard(key)
-        if not await _still_there(kube, key, uid):
-            _forget_gone(memo, uid)
-            return
     # Log lines of this work (client retries, event posting, a failure the queue reports)
     # name the object. Left set when the attempt fails, for the queue's line; the next item
     # sets its own.
-    token = LOG_OBJECT.set((str(key[0]), str(key[1])))  # type: ignore[index]
-    # Remembered in case this attempt fails: see model_deployment_event.
-    memo.failed_generation[key] = body["metadata"].get("generation")
-    try:
-        with metrics.RECONCILE_SECONDS.time():
-            result = await reconcile(body, kube, memo.config, nodes=_nodes(memo), cache=memo.cache)
-    except ApiError as exc:
-        metrics.RECONCILES.labels("error").inc()
-        metrics.RECONCILE_ERRORS.labels(f"http_{exc.status}" if exc.status else "connection").inc()
-        raise
-    metrics.RECONCILES.labels("ok").inc()
+    LOG_OBJECT.set((str(key[0]), str(key[1])))  # type: ignore[index]
+    result = None if full else _refreshed_status(memo, body, deployment)
+    if result is None:
+        result = await _reconcile(key, memo, body)
+        if result is None:
+            return
     try:
         written = await _write_status(kube, body, result)
     except ApiError as exc:
@@ -279,8 +294,57 @@ async def _work(key: Hashable, memo: kopf.Memo) -> None:
     if written:
         memo.written[uid] = result.status
     if result.retry_after is not None:
-        memo.queue.add(key, delay=result.retry_after)
-    LOG_OBJECT.reset(token)
+        _reconcile_soon(memo, key, delay=result.retry_after)  # type: ignore[arg-type]
+
+
+def _refreshed_status(
+    memo: kopf.Memo, body: dict[str, Any], deployment: dict[str, Any] | None
+) -> ReconcileResult | None:
+    """The status after a Deployment change, without an apply; None: it needs a reconcile.
+
+    Only while the Deployment alone decides Ready: Schedulable, the autoscaler or ownership
+    are weighed by a reconcile.
+    """
+    ready = next(
+        (c for c in (body.get("status") or {}).get("conditions", []) if c["type"] == "Ready"),
+        None,
+    )
+    if deployment is None or ready is None or ready.get("reason") not in DEPLOYMENT_READY_REASONS:
+        return None
+    status = status_from_deployment(body, deployment, memo.config, now=now_rfc3339())
+    return None if status is None else ReconcileResult(status)
+
+
+async def _reconcile(
+    key: Hashable, memo: kopf.Memo, body: dict[str, Any]
+) -> ReconcileResult | None:
+    """Apply the spec and compute the status; None when the object turned out to be gone."""
+    uid = body["metadata"].get("uid", "")
+    kube: KubeClient = memo.kube
+    if memo.startup is None:
+        memo.startup = asyncio.create_task(
+            _before_first_reconcile(memo),
+            name="kubeserve-startup",
+            context=contextvars.Context(),  # its log lines are about no one object
+        )
+        memo.tasks.append(memo.startup)
+    await asyncio.shield(memo.startup)
+    if key in memo.confirm:
+        memo.confirm.discard(key)
+        if not await _still_there(kube, key, uid):
+            _forget_gone(memo, uid)
+            return None
+    # Remembered in case this attempt fails: see model_deployment_event.
+    memo.failed_generation[key] = body["metadata"].get("generation")
+    try:
+        with metrics.RECONCILE_SECONDS.time():
+            result = await reconcile(body, kube, memo.config, nodes=_nodes(memo), cache=memo.cache)
+    except ApiError as exc:
+        metrics.RECONCILES.labels("error").inc()
+        metrics.RECONCILE_ERRORS.labels(f"http_{exc.status}" if exc.status else "connection").inc()
+        raise
+    metrics.RECONCILES.labels("ok").inc()
+    return result
 
 
 async def _still_there(kube: KubeClient, key: Hashable, uid: str) -> bool:
@@ -355,17 +419,24 @@ async def _write_status(kube: KubeClient, body: dict[str, Any], result: Reconcil
     await kube.patch_status(
         api.API_VERSION, api.PLURAL, meta["namespace"], meta["name"], new, uid=meta.get("uid")
     )
+    # The log tells what changed for a user, once: a spec applied, an event, Ready moving.
+    if old.get("observedGeneration") != new.get("observedGeneration"):
+        logger.info("generation %s of the spec applied", new.get("observedGeneration"))
     if conditions_equal(old.get("conditions", []), new["conditions"]):
         return True
     now = now_rfc3339()
     for kind, reason, message in result.events:
         if kind == "Warning":
             metrics.RECONCILE_ERRORS.labels(reason).inc()
+        logger.log(
+            logging.WARNING if kind == "Warning" else logging.INFO, "%s: %s", reason, message
+        )
         await kube.post_event(body, type=kind, reason=reason, message=message, now=now)
     old_ready = next((c for c in old.get("conditions", []) if c["type"] == "Ready"), None)
     # A new ModelDeployment that is not ready yet is no news; a change of Ready is.
     was = old_ready["status"] if old_ready else "False"
     if was != ready["status"]:
+        logger.info("Ready is %s (%s: %s)", ready["status"], ready["reason"], ready["message"])
         await kube.post_event(
             body,
             type="Normal" if ready["status"] == "True" else "Warning",
@@ -408,7 +479,7 @@ async def _resync(memo: kopf.Memo) -> None:
             # fixed offset per object: each one is resynced exactly once per period, so
             # drift is repaired within a period.
             memo.confirm.add(key)
-            memo.queue.add(key, delay=_resync_offset(key, period))
+            _reconcile_soon(memo, key, delay=_resync_offset(key, period))
 
 
 async def _refresh_nodes(memo: kopf.Memo) -> None:
@@ -460,34 +531,62 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     kind = body["kind"]
     if md["metadata"].get("uid") != owner.get("uid"):
         if type == "DELETED":
-            memo.queue.add(key)
+            _reconcile_soon(memo, key)
         return
     if (md.get("status") or {}).get("observedGeneration") is None:
         # Not reconciled yet, or its first reconcile runs now and may have read the
         # Deployment before this change: the queue runs it (again, after the running one).
-        if kind == "Deployment":
-            memo.queue.add(key)
+        if kind == "Deployment" and type == "DELETED":
+            _reconcile_soon(memo, key)
+        elif kind == "Deployment":
+            _refresh_status_soon(memo, key, body)
         return
     if type == "DELETED":
         memo.cache.owners.pop((kind, key[0], body["metadata"]["name"]), None)
         memo.confirm.add(key)  # the owner may be gone too, its deletion unseen
-        memo.queue.add(key)  # deleted by hand: restore it now, not at the next resync
+        logger.info("%s %s was deleted; restoring it", kind, body["metadata"]["name"])
+        _reconcile_soon(memo, key)  # deleted by hand: restore it now, not at the next resync
         return
     if _drifted(md, body, memo.config):
-        memo.queue.add(key, delay=DRIFT_REPAIR_DELAY)
+        if (md.get("status") or {}).get("observedGeneration") == md["metadata"].get("generation"):
+            # Not a spec change still being applied, but a hand edit or another writer.
+            logger.info("%s %s drifted from the spec; restoring it", kind, body["metadata"]["name"])
+        _reconcile_soon(memo, key, delay=DRIFT_REPAIR_DELAY)
         return
     if kind == "HorizontalPodAutoscaler":
         if _autoscaler_view_changed(md, body):
-            memo.queue.add(key)
+            _reconcile_soon(memo, key)
         return
     if kind != "Deployment":
         return
     # Readiness lives on the Deployment.
     status = status_from_deployment(md, body, memo.config, now=now_rfc3339())
-    if status is not None and _deployment_view_changed(md.get("status") or {}, status):
-        # Only the queue writes status: it posts the Ready events, and it never races a
-        # reconcile of the same object with a status built from a stale index entry.
-        memo.queue.add(key)
+    old = md.get("status") or {}
+    if status is not None and _deployment_view_changed(old, status):
+        # A rollout moves a Deployment's status several times a second: one write for them
+        # all, unless Ready changes, which `kubectl wait` and users wait for.
+        urgent = _ready_status(old) != _ready_status(status)
+        _refresh_status_soon(memo, key, body, delay=0.0 if urgent else STATUS_COALESCE_SECONDS)
+
+
+# How long Deployment status changes that leave Ready as it is wait to share one write.
+STATUS_COALESCE_SECONDS = 2.0
+
+
+def _refresh_status_soon(
+    memo: kopf.Memo, key: Key, deployment: kopf.Body, delay: float = 0.0
+) -> None:
+    """Queue a status refresh from this Deployment body; the children need no apply.
+
+    Only the queue writes status: it posts the Ready events, and it never races a reconcile
+    of the same object with a status built from a stale index entry.
+    """
+    memo.deployment_changed[key] = dict(deployment)
+    memo.queue.add(key, delay=delay)
+
+
+def _ready_status(status: dict[str, Any]) -> str | None:
+    return next((c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), None)
 
 
 for _kind in WATCHED_CHILD_KINDS:
@@ -591,4 +690,4 @@ async def node_event(
             verdict.status,
             verdict.reason,
         ):
-            memo.queue.add(key)
+            _reconcile_soon(memo, key)

@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 from kopf import ConnectionInfo
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -70,7 +72,6 @@ class KubeClient:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 30.0
     _session: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
-    request_count: int = field(default=0, init=False)
 
     async def use(self, credentials: ConnectionInfo) -> None:
         """Send the next requests with these credentials (kopf logged in again)."""
@@ -261,7 +262,7 @@ class KubeClient:
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = content_type
-        self.request_count += 1
+        code = 0
         try:
             async with session.request(
                 method,
@@ -270,6 +271,7 @@ class KubeClient:
                 params=params,
                 headers=headers,
             ) as response:
+                code = response.status
                 text = await response.text()
                 if response.status >= 400:
                     raise ApiError(
@@ -280,6 +282,8 @@ class KubeClient:
                 return dict(json.loads(text)) if text else {}
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            metrics.API_REQUESTS.labels(method, str(code)).inc()
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

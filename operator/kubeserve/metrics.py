@@ -17,6 +17,12 @@ RECONCILE_SECONDS = Histogram(
     "Time to reconcile one ModelDeployment.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+API_REQUESTS = Counter(
+    "kubeserve_api_requests_total",
+    "Requests the operator's own client sent to the API server (kopf's watches aside), by "
+    "verb and HTTP status; 0: no response.",
+    ["verb", "code"],
+)
 READY = Gauge(
     "kubeserve_modeldeployments_ready",
     "ModelDeployments by Ready condition status.",

@@ -320,6 +320,41 @@ async def test_changes_to_fields_we_do_not_set_cost_no_applies(kmock: Any, kube_
     }
 
 
+async def test_deployment_progress_refreshes_the_status_in_one_write_without_applies(
+    kmock: Any, kube_api: Api
+) -> None:
+    """A rollout's status updates change what the user sees, but no child needs an apply,
+    and a burst of them that leaves Ready as it is costs one status write."""
+    deployment = f"{CHILD_PATHS['Deployment']}/mnist"
+    async with running_operator(kmock, NO_RESYNC):
+        await kube_api.create_md(model_deployment())
+        await eventually(lambda: md_status(kmock).get("observedGeneration"))
+        await asyncio.sleep(3)
+        before = len(list(kmock))
+        for step in range(3):
+            progressing = {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "ReplicaSetUpdated",
+                "message": f'ReplicaSet "mnist-1" is progressing (step {step}).',
+            }
+            await kube_api.request(
+                "PATCH", f"{deployment}/status", {"status": {"conditions": [progressing]}}
+            )
+
+        def progressing_message() -> str:
+            return str((condition(md_status(kmock), "Progressing") or {}).get("message", ""))
+
+        await eventually(lambda: "step 2" in progressing_message())
+        await asyncio.sleep(3)
+        after = list(kmock)[before:]
+
+    ours = [r for r in after if r.headers.get("User-Agent", "").startswith("kubeserve")]
+    assert [r.url.path for r in ours if "apply-patch" in r.headers.get("Content-Type", "")] == []
+    assert [r.url.path for r in ours if r.method == "PATCH"] == [f"{MD_PATH}/mnist/status"]
+    assert condition(md_status(kmock), "Ready")["status"] == "False"
+
+
 async def test_pruning_removes_only_children_no_longer_wanted(kmock: Any, kube_api: Api) -> None:
     async with running_operator(kmock):
         await kube_api.create_md(model_deployment(autoscaling={"minReplicas": 2, "maxReplicas": 4}))
