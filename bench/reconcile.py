@@ -16,9 +16,14 @@ then one status patch, 8 in flight):
   flight; lag: last create -> last status written. Operator: the creates come at the pace
   the plain run kept; lag: last create -> last reconciled.
 
-For the operator it also reports peak RSS, CPU once settled (from `--settle` to
-`--settle + --idle` seconds after the last reconcile; resync is not due), log lines, and per
-model: CPU ms, RSS bytes and API requests (the operator's kubeserve_api_requests_total).
+The controller manager gets a higher API rate limit than its default 20/s (`--controller-qps`),
+so that it makes every Deployment's ReplicaSet and pod within the run: at 20/s, 3,000 take
+over 10 minutes, and their progress deadline (600 s) would start a second wave of updates.
+
+For the operator it also reports peak RSS, CPU once settled (over `--idle` seconds, once no
+Deployment or ModelDeployment has changed for `--quiet` seconds; the operator's resync is set
+beyond the run, so it is not due), log lines, and per model: CPU ms, RSS bytes and API
+requests (the operator's kubeserve_api_requests_total).
 
     .venv/bin/python bench/reconcile.py --counts 1000 3000
 """
@@ -58,6 +63,7 @@ NAMESPACE = "bench"
 IN_FLIGHT = 8
 TIMEOUT = 900.0
 PROFILE: Path | None = None
+CONTROLLER_QPS = 0  # set by --controller-qps
 
 
 def md_body(index: int) -> dict[str, Any]:
@@ -134,6 +140,38 @@ async def bounded(count: int, each: Callable[[int], Awaitable[None]]) -> None:
     await asyncio.gather(*(one(i) for i in range(count)))
 
 
+class Quiet:
+    """Watches Deployments and ModelDeployments: the cluster has settled once neither changes."""
+
+    def __init__(self, client: Api) -> None:
+        self.client = client
+        self.last = time.monotonic()
+        self.tasks = [
+            asyncio.create_task(self._watch(collection("apps/v1", "deployments"))),
+            asyncio.create_task(self._watch(MDS)),
+        ]
+
+    async def _watch(self, path: str) -> None:
+        listed = await self.client.call("GET", path, params={"limit": "1"})
+        params = {"watch": "1", "resourceVersion": listed["metadata"]["resourceVersion"]}
+        async with self.client.session.get(
+            self.client.base + path, params=params, timeout=aiohttp.ClientTimeout(total=None)
+        ) as stream:
+            async for _line in stream.content:
+                self.last = time.monotonic()
+
+    async def settled(self, quiet: float) -> float:
+        """Waits until nothing changed for `quiet` seconds; returns when that began."""
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() - self.last < quiet:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the cluster did not settle in {TIMEOUT} s")
+            await asyncio.sleep(0.5)
+        for task in self.tasks:
+            task.cancel()
+        return self.last
+
+
 class Reconciled:
     """Watches ModelDeployments; done once `count` have observedGeneration == generation."""
 
@@ -180,7 +218,7 @@ async def fresh_cluster(workdir: Path) -> tuple[ControlPlane, Api]:
     assets = find_assets()
     if isinstance(assets, str):
         raise SystemExit(assets)
-    plane = ControlPlane(assets, workdir)
+    plane = ControlPlane(assets, workdir, controller_qps=CONTROLLER_QPS)
     await asyncio.to_thread(plane.start)
     client = Api(plane)
     await client.call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd())
@@ -200,6 +238,7 @@ class OperatorProcess:
         self.log = workdir / "operator.log"
         env = {**os.environ, "KUBECONFIG": str(plane.admin_kubeconfig)}
         env["ORT_DISABLE_TELEMETRY"] = "1"
+        env["KUBESERVE_RESYNC_SECONDS"] = str(int(TIMEOUT * 4))  # not due during a run
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "kubeserve", "run", "-A", "--log-format=text",
@@ -245,6 +284,10 @@ class OperatorProcess:
         verbs: dict[str, float] = {}
         for verb, value in re.findall(pattern, text, re.M):
             verbs[verb] = verbs.get(verb, 0.0) + float(value)
+        reconciles = re.findall(
+            r'^kubeserve_reconciles_total\{outcome="ok"\} ([0-9.e+]+)$', text, re.M
+        )
+        self.reconciles = float(reconciles[0]) if reconciles else 0.0
         return verbs
 
     def profile(self, out: Path, seconds: float) -> subprocess.Popen[bytes] | None:
@@ -257,9 +300,9 @@ class OperatorProcess:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
-    async def settled(self, last: float, settle: float, idle: float) -> dict[str, float]:
-        """CPU over [last + settle, last + settle + idle], and what it cost until then."""
-        await asyncio.sleep(max(0.0, last + settle - time.monotonic()))
+    async def settled(self, quiet: Quiet, seconds: float, idle: float) -> dict[str, float]:
+        """CPU over `idle` seconds once the cluster settled, and what it cost until then."""
+        since = await quiet.settled(seconds)
         before = self.cpu()
         self.profile(Path("idle.txt"), idle)
         await asyncio.sleep(idle)
@@ -268,8 +311,10 @@ class OperatorProcess:
             "idle_cpu": (self.cpu() - before) / idle,
             "rss": self.ps.memory_info().rss,
             "requests": sum(requests.values()),
+            "reconciles": self.reconciles,
             **{f"requests_{verb}": value for verb, value in requests.items()},
             "log_lines": len(self.log.read_text().splitlines()),
+            "settled": since - self.started,
         }
 
     def stop(self) -> None:
@@ -316,19 +361,20 @@ async def plain_live(count: int, workdir: Path) -> dict[str, float]:
         plane.stop()
 
 
-async def operator_cold(count: int, workdir: Path, settle: float, idle: float) -> dict[str, float]:
+async def operator_cold(count: int, workdir: Path, quiet: float, idle: float) -> dict[str, float]:
     plane, client = await fresh_cluster(workdir)
     operator = None
     try:
         await bounded(count, client.create_md)
         watcher = Reconciled(client, count)
+        activity = Quiet(client)
         operator = OperatorProcess(plane, workdir)
         await asyncio.sleep(1)  # py-spy needs the interpreter up
         operator.profile(Path(f"cold-{count}.txt"), 600)
         last = await watcher.wait()
         reconcile_cpu = operator.cpu()
         result = {"seconds": last - operator.started, "cpu_s": reconcile_cpu}
-        result.update(await operator.settled(last, settle, idle))
+        result.update(await operator.settled(activity, quiet, idle))
         result["peak_rss"] = operator.peak_rss
         return result
     finally:
@@ -338,7 +384,7 @@ async def operator_cold(count: int, workdir: Path, settle: float, idle: float) -
         plane.stop()
 
 
-async def operator_live(count: int, rate: float, workdir: Path) -> dict[str, float]:
+async def operator_live(count: int, rate: float, workdir: Path, quiet: float) -> dict[str, float]:
     plane, client = await fresh_cluster(workdir)
     operator = OperatorProcess(plane, workdir)
     try:
@@ -346,6 +392,7 @@ async def operator_live(count: int, rate: float, workdir: Path) -> dict[str, flo
         await asyncio.sleep(2)  # its watches are open once /healthz answers; let it go quiet
         baseline_rss = operator.ps.memory_info().rss
         watcher = Reconciled(client, count)
+        activity = Quiet(client)
         last_create = 0.0
         started = time.monotonic()
 
@@ -357,7 +404,9 @@ async def operator_live(count: int, rate: float, workdir: Path) -> dict[str, flo
 
         await bounded(count, create)
         last = await watcher.wait()
-        return {"lag": last - last_create, "baseline_rss": baseline_rss}
+        await activity.settled(quiet)
+        rss = operator.ps.memory_info().rss
+        return {"lag": last - last_create, "baseline_rss": baseline_rss, "rss": rss}
     finally:
         operator.stop()
         await client.close()
@@ -367,14 +416,15 @@ async def operator_live(count: int, rate: float, workdir: Path) -> dict[str, flo
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1000])
-    parser.add_argument("--settle", type=float, default=30.0, help="seconds before idle CPU")
+    parser.add_argument("--quiet", type=float, default=10.0, help="seconds without a change")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds idle CPU is taken over")
     parser.add_argument("--scenarios", nargs="+", default=["cold", "live"])
     parser.add_argument("--keep", type=Path, help="keep logs here (default: a temporary folder)")
     parser.add_argument("--profile", type=Path, help="write py-spy stacks of the operator here")
+    parser.add_argument("--controller-qps", type=int, default=200)
     args = parser.parse_args()
-    global PROFILE
-    PROFILE = args.profile
+    global PROFILE, CONTROLLER_QPS
+    PROFILE, CONTROLLER_QPS = args.profile, args.controller_qps
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     for count in args.counts:
         with tempfile.TemporaryDirectory(prefix="kubeserve-bench-") as tmp:
@@ -383,17 +433,19 @@ async def main() -> None:
                 (work / name).mkdir(parents=True)
             if "cold" in args.scenarios:
                 plain = await plain_cold(count, work / "plain-cold")
-                op = await operator_cold(count, work / "operator-cold", args.settle, args.idle)
+                op = await operator_cold(count, work / "operator-cold", args.quiet, args.idle)
                 report_cold(count, plain, op, args)
             if "live" in args.scenarios:
                 plain = await plain_live(count, work / "plain-live")
-                op = await operator_live(count, plain["rate"], work / "operator-live")
+                op = await operator_live(count, plain["rate"], work / "operator-live", args.quiet)
                 print(
                     f"N={count} live, {plain['rate']:.0f} creates/s: last create -> last "
                     "reconciled: operator "
                     f"{op['lag']:.2f} s, plain {plain['lag']:.2f} s, behind by "
-                    f"{op['lag'] - plain['lag']:.2f} s; operator RSS with none: "
-                    f"{op['baseline_rss'] / 2**20:.0f} MB",
+                    f"{op['lag'] - plain['lag']:.2f} s\n  operator RSS with none "
+                    f"{op['baseline_rss'] / 2**20:.0f} MB, with {count} settled "
+                    f"{op['rss'] / 2**20:.0f} MB: "
+                    f"{(op['rss'] - op['baseline_rss']) / count / 1024:.1f} KiB per model",
                     flush=True,
                 )
 
@@ -402,12 +454,11 @@ def report_cold(count: int, plain: dict[str, float], op: dict[str, float], args:
     print(
         f"N={count} cold: operator {op['seconds']:.2f} s, plain {plain['seconds']:.2f} s, "
         f"ratio {op['seconds'] / plain['seconds']:.2f}x\n"
-        f"  peak RSS {op['peak_rss'] / 2**20:.0f} MB; CPU {args.settle:.0f}-"
-        f"{args.settle + args.idle:.0f} s after the last reconcile: {100 * op['idle_cpu']:.2f} %"
-        f" of a core; log lines {op['log_lines']:.0f}\n"
+        f"  peak RSS {op['peak_rss'] / 2**20:.0f} MB; settled {op['settled']:.0f} s after start; "
+        f"CPU over the next {args.idle:.0f} s: {100 * op['idle_cpu']:.2f} % of a core; "
+        f"log lines {op['log_lines']:.0f}\n"
         f"  per model: {1000 * op['cpu_s'] / count:.1f} CPU ms to reconcile, "
-        f"{op['rss'] / count / 1024:.1f} KiB of RSS (whole process / N), "
-        f"{op['requests'] / count:.2f} API requests ("
+        f"{op['reconciles'] / count:.2f} reconciles, {op['requests'] / count:.2f} API requests ("
         + ", ".join(
             f"{key.removeprefix('requests_')} {value / count:.2f}"
             for key, value in op.items()

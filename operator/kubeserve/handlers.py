@@ -187,8 +187,10 @@ async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo:
 # --- ModelDeployments -----------------------------------------------------------------
 
 
+# Async, like every handler here: kopf runs a plain function in a thread pool, a thread
+# handoff for each event.
 @kopf.index(*MD)
-def model_deployments_index(
+async def model_deployments_index(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[Key, Any]:
     # managedFields are about half of a stored body, and nothing here reads them.
@@ -529,6 +531,8 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     if md is None:
         return
     kind = body["kind"]
+    # Log lines here are about the ModelDeployment (operator_main.log_object).
+    about = {"k8s_ref": {"namespace": key[0], "name": key[1]}}
     if md["metadata"].get("uid") != owner.get("uid"):
         if type == "DELETED":
             _reconcile_soon(memo, key)
@@ -544,13 +548,18 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     if type == "DELETED":
         memo.cache.owners.pop((kind, key[0], body["metadata"]["name"]), None)
         memo.confirm.add(key)  # the owner may be gone too, its deletion unseen
-        logger.info("%s %s was deleted; restoring it", kind, body["metadata"]["name"])
+        logger.info("%s %s was deleted; restoring it", kind, body["metadata"]["name"], extra=about)
         _reconcile_soon(memo, key)  # deleted by hand: restore it now, not at the next resync
         return
     if _drifted(md, body, memo.config):
         if (md.get("status") or {}).get("observedGeneration") == md["metadata"].get("generation"):
             # Not a spec change still being applied, but a hand edit or another writer.
-            logger.info("%s %s drifted from the spec; restoring it", kind, body["metadata"]["name"])
+            logger.info(
+                "%s %s drifted from the spec; restoring it",
+                kind,
+                body["metadata"]["name"],
+                extra=about,
+            )
         _reconcile_soon(memo, key, delay=DRIFT_REPAIR_DELAY)
         return
     if kind == "HorizontalPodAutoscaler":
@@ -570,7 +579,7 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
 
 
 # How long Deployment status changes that leave Ready as it is wait to share one write.
-STATUS_COALESCE_SECONDS = 2.0
+STATUS_COALESCE_SECONDS = 5.0
 
 
 def _refresh_status_soon(
@@ -608,18 +617,22 @@ def _drifted(md: dict[str, Any], child: kopf.Body, cfg: OperatorConfig) -> bool:
 
 
 def _deployment_view_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether what the Deployment decides (replicas, Available, Progressing, Ready) changed.
+    """Whether what a user sees of the Deployment changed: replicas, Available and Progressing
+    turning, Ready's status or reason.
 
-    Ready only while the Deployment alone decides it: reconcile weighs Ready against more
-    (Schedulable, the autoscaler, ownership), and comparing such a Ready here would see a
-    difference on every event and queue the object forever.
+    A rollout rewrites the Deployment's condition messages and reasons many times ("ReplicaSet
+    x is progressing"); those alone are not worth a write per ModelDeployment: the status
+    carries the latest ones whenever it is written. Ready only while the Deployment alone
+    decides it: reconcile weighs Ready against more (Schedulable, the autoscaler,
+    ownership), and comparing such a Ready here would see a difference on every event and
+    queue the object forever.
     """
     if any(old.get(key) != new.get(key) for key in ("replicas", "readyReplicas")):
         return True
 
     def view(status: dict[str, Any]) -> list[tuple[Any, ...]]:
         return sorted(
-            (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+            (c.get("type"), c.get("status"), c.get("reason") if c["type"] == "Ready" else None)
             for c in status.get("conditions", [])
             if c.get("type") in ("Available", "Progressing")
             or (c.get("type") == "Ready" and c.get("reason") in DEPLOYMENT_READY_REASONS)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .kube import ApiError, KubeClient
 
 logger = logging.getLogger(__name__)
@@ -189,6 +190,7 @@ class Elector:
         while not await self._attempt():
             await asyncio.sleep(acquire_wait(timing.retry_period, self.draw()))
         self.leading.set()
+        metrics.LEADER.set(1)
         logger.info(
             "leading: acquired lease %s/%s as %s",
             self.config.namespace,
@@ -202,6 +204,7 @@ class Elector:
                     return
         finally:
             self.leading.clear()
+            metrics.LEADER.set(0)
 
     async def _renew_round(self) -> bool:
         """Retries every retry period until renewed, or the renew deadline passes."""

@@ -23,6 +23,10 @@ API_REQUESTS = Counter(
     "verb and HTTP status; 0: no response.",
     ["verb", "code"],
 )
+LEADER = Gauge(
+    "kubeserve_leader",
+    "1 while this replica holds the leader-election Lease and reconciles; 0 on a standby.",
+)
 READY = Gauge(
     "kubeserve_modeldeployments_ready",
     "ModelDeployments by Ready condition status.",
@@ -36,10 +40,16 @@ CONDITION = Gauge(
 )
 STATUSES = ("True", "False", "Unknown")
 _condition_types: dict[tuple[str, str], set[str]] = {}
+# (type, status) of each condition last recorded, per ModelDeployment.
+_recorded: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
 
 
 def set_conditions(namespace: str, name: str, conditions: Iterable[Mapping[str, Any]]) -> None:
     """Record a ModelDeployment's conditions (READY and CONDITION)."""
+    statuses = tuple((c["type"], c["status"]) for c in conditions)
+    if _recorded.get((namespace, name)) == statuses:
+        return  # each status write calls this; the labels' lookups are not free
+    _recorded[(namespace, name)] = statuses
     types = _condition_types.setdefault((namespace, name), set())
     for condition in conditions:
         types.add(condition["type"])
@@ -52,6 +62,7 @@ def set_conditions(namespace: str, name: str, conditions: Iterable[Mapping[str, 
 
 def forget(namespace: str, name: str) -> None:
     """A deleted ModelDeployment leaves no series behind."""
+    _recorded.pop((namespace, name), None)
     with contextlib.suppress(KeyError):
         READY.remove(namespace, name)
     for kind in _condition_types.pop((namespace, name), set()):

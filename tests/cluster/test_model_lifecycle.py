@@ -152,6 +152,31 @@ def test_deleted_and_hand_edited_children_are_restored(
     )
 
 
+def test_the_log_tells_each_change_once_and_nothing_per_event(
+    kube: Kube, tools: Tools, namespace: str, operator: Operator
+) -> None:
+    """kopf logged a line per watch event (4,600 for 1,000 models); a user wants the changes."""
+    tools.apply(model_deployment("logged", namespace, replicas=1))
+    ready_at_generation(kube, namespace, "logged")
+    kube.delete("v1", "services", namespace, "logged")
+    eventually(lambda: kube.get("v1", "services", namespace, "logged"), timeout=20, what="Service")
+    tools.apply(model_deployment("logged", namespace, replicas=2))
+    ready_at_generation(kube, namespace, "logged")
+
+    lines = [line for line in operator.log_text().splitlines() if f"{namespace}/logged" in line]
+    messages = [line.partition(f"[{namespace}/logged] ")[2] for line in lines]
+    for change in (
+        "generation 1 of the spec applied",
+        "Service logged was deleted; restoring it",
+        "generation 2 of the spec applied",
+    ):
+        assert messages.count(change) == 1, lines
+    assert messages.count("Ready is True (ReplicasReady: 1/1 replicas ready)") == 1, lines
+    assert not [line for line in lines if "Handler" in line], lines
+    # Ready may turn False while generation 2 rolls out, and back: nothing more.
+    assert len(lines) <= 7, lines
+
+
 def test_unwanted_children_are_pruned(kube: Kube, tools: Tools, namespace: str) -> None:
     autoscaled = {"minReplicas": 2, "maxReplicas": 4, "metrics": [{"type": "cpu", "target": 70}]}
     tools.apply(model_deployment("pruned", namespace, autoscaling=autoscaled))

@@ -154,6 +154,7 @@ async def test_metrics_move(cluster: FaultyEmulator) -> None:
     http_503 = sample("kubeserve_reconcile_errors_total", reason="http_503")
     invalid = sample("kubeserve_reconcile_errors_total", reason="InvalidSpec")
     durations = sample("kubeserve_reconcile_duration_seconds_count")
+    refused = sample("kubeserve_api_requests_total", verb="PATCH", code="503")
     cluster.inject(Fault("PATCH", r"/deployments/mnist$", 503, times=4))
     client = Api(str(cluster.url))
     body = model_deployment()
@@ -193,6 +194,8 @@ async def test_metrics_move(cluster: FaultyEmulator) -> None:
         exposition = generate_latest(REGISTRY).decode()
 
     assert sample("kubeserve_reconciles_total", outcome="ok") > ok
+    # Every request is counted, the refused ones by their status.
+    assert sample("kubeserve_api_requests_total", verb="PATCH", code="503") == refused + 4
     assert sample("kubeserve_reconciles_total", outcome="error") >= errors + 1
     assert sample("kubeserve_reconcile_errors_total", reason="http_503") >= http_503 + 1
     assert sample("kubeserve_reconcile_errors_total", reason="InvalidSpec") == invalid + 1
