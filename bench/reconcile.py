@@ -422,6 +422,9 @@ async def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep logs here (default: a temporary folder)")
     parser.add_argument("--profile", type=Path, help="write py-spy stacks of the operator here")
     parser.add_argument("--controller-qps", type=int, default=200)
+    parser.add_argument(
+        "--live-rate", type=float, help="creates/s in the live scenario (default: the plain pace)"
+    )
     args = parser.parse_args()
     global PROFILE, CONTROLLER_QPS
     PROFILE, CONTROLLER_QPS = args.profile, args.controller_qps
@@ -437,9 +440,11 @@ async def main() -> None:
                 report_cold(count, plain, op, args)
             if "live" in args.scenarios:
                 plain = await plain_live(count, work / "plain-live")
-                op = await operator_live(count, plain["rate"], work / "operator-live", args.quiet)
+                rate = args.live_rate or plain["rate"]
+                op = await operator_live(count, rate, work / "operator-live", args.quiet)
                 print(
-                    f"N={count} live, {plain['rate']:.0f} creates/s: last create -> last "
+                    f"N={count} live, plain {plain['rate']:.0f} creates/s, operator {rate:.0f}/s: "
+                    "last create -> last "
                     "reconciled: operator "
                     f"{op['lag']:.2f} s, plain {plain['lag']:.2f} s, behind by "
                     f"{op['lag'] - plain['lag']:.2f} s\n  operator RSS with none "
