@@ -37,7 +37,7 @@ from .resources.autoscaling import autoscaler_status
 from .resources.kinds import WATCHED_CHILD_KINDS, ChildKind
 from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR
 from .scheduling import NodeSummary, node_summary, schedulable
-from .status import DEPLOYMENT_READY_REASONS, conditions_equal, now_rfc3339
+from .status import DEPLOYMENT_READY_REASONS, conditions_equal, find_condition, now_rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -307,10 +307,7 @@ def _refreshed_status(
     Only while the Deployment alone decides Ready: Schedulable, the autoscaler or ownership
     are weighed by a reconcile.
     """
-    ready = next(
-        (c for c in (body.get("status") or {}).get("conditions", []) if c["type"] == "Ready"),
-        None,
-    )
+    ready = find_condition(body.get("status"), "Ready")
     if deployment is None or ready is None or ready.get("reason") not in DEPLOYMENT_READY_REASONS:
         return None
     status = status_from_deployment(body, deployment, memo.config, now=now_rfc3339())
@@ -434,7 +431,7 @@ async def _write_status(kube: KubeClient, body: dict[str, Any], result: Reconcil
             logging.WARNING if kind == "Warning" else logging.INFO, "%s: %s", reason, message
         )
         await kube.post_event(body, type=kind, reason=reason, message=message, now=now)
-    old_ready = next((c for c in old.get("conditions", []) if c["type"] == "Ready"), None)
+    old_ready = find_condition(old, "Ready")
     # A new ModelDeployment that is not ready yet is no news; a change of Ready is.
     was = old_ready["status"] if old_ready else "False"
     if was != ready["status"]:
@@ -595,7 +592,7 @@ def _refresh_status_soon(
 
 
 def _ready_status(status: dict[str, Any]) -> str | None:
-    return next((c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+    return (find_condition(status, "Ready") or {}).get("status")
 
 
 for _kind in WATCHED_CHILD_KINDS:
@@ -644,14 +641,7 @@ def _deployment_view_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def _autoscaler_view_changed(md: dict[str, Any], hpa: kopf.Body) -> bool:
     """Whether our HPA's own status changes what AutoscalerReady says."""
     verdict = autoscaler_status(hpa).condition
-    current = next(
-        (
-            c
-            for c in (md.get("status") or {}).get("conditions", [])
-            if c.get("type") == verdict.type
-        ),
-        None,
-    )
+    current = find_condition(md.get("status"), verdict.type)
     return current is None or (current.get("status"), current.get("reason")) != (
         verdict.status,
         verdict.reason,
@@ -687,14 +677,7 @@ async def node_event(
         md = next(iter(index[key]))
         if not (md.get("spec") or {}).get("gpu"):
             continue
-        current = next(
-            (
-                c
-                for c in (md.get("status") or {}).get("conditions", [])
-                if c["type"] == "Schedulable"
-            ),
-            None,
-        )
+        current = find_condition(md.get("status"), "Schedulable")
         try:
             verdict = schedulable(api.ModelDeployment.parse(md), summaries, memo.config)
         except api.InvalidSpec:

@@ -35,6 +35,7 @@ from .status import (
     UNKNOWN,
     Verdict,
     deployment_verdicts,
+    find_condition,
     invalid_spec_verdicts,
     now_rfc3339,
     ready_verdict,
@@ -331,7 +332,7 @@ def status_from_deployment(
     except InvalidSpec:
         return None
     previous = body.get("status") or {}
-    ready = next((c for c in previous.get("conditions", []) if c.get("type") == "Ready"), None)
+    ready = find_condition(previous, "Ready")
     blockers = []
     if ready is not None and ready.get("reason") in RECONCILE_BLOCKERS:
         blockers.append(

@@ -187,6 +187,12 @@ def status_for(
     return status
 
 
+def find_condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    """The condition of this type in a status, if there is one."""
+    conditions = (status or {}).get("conditions", [])
+    return next((c for c in conditions if c.get("type") == kind), None)
+
+
 def conditions_equal(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
     def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
         return (
