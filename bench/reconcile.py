@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,15 @@ class Api:
                 raise RuntimeError(f"{method} {path}: {response.status} {text[:300]}")
             return dict(json.loads(text))
 
+    async def watch(self, path: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        """The objects of the watch events on `path` after `resource_version`."""
+        params = {"watch": "1", "resourceVersion": resource_version}
+        async with self.session.get(
+            self.base + path, params=params, timeout=aiohttp.ClientTimeout(total=None)
+        ) as stream:
+            async for line in stream.content:
+                yield json.loads(line)["object"]
+
     async def create_md(self, index: int) -> None:
         await self.call("POST", MDS, md_body(index))
 
@@ -153,12 +162,8 @@ class Quiet:
 
     async def _watch(self, path: str) -> None:
         listed = await self.client.call("GET", path, params={"limit": "1"})
-        params = {"watch": "1", "resourceVersion": listed["metadata"]["resourceVersion"]}
-        async with self.client.session.get(
-            self.client.base + path, params=params, timeout=aiohttp.ClientTimeout(total=None)
-        ) as stream:
-            async for _line in stream.content:
-                self.last = time.monotonic()
+        async for _obj in self.client.watch(path, listed["metadata"]["resourceVersion"]):
+            self.last = time.monotonic()
 
     async def settled(self, quiet: float) -> float:
         """Waits until nothing changed for `quiet` seconds; returns when that began."""
@@ -195,12 +200,8 @@ class Reconciled:
         listed = await self.client.call("GET", MDS)
         for obj in listed["items"]:
             self._see(obj)
-        params = {"watch": "1", "resourceVersion": listed["metadata"]["resourceVersion"]}
-        async with self.client.session.get(
-            self.client.base + MDS, params=params, timeout=aiohttp.ClientTimeout(total=None)
-        ) as stream:
-            async for line in stream.content:
-                self._see(json.loads(line)["object"])
+        async for obj in self.client.watch(MDS, listed["metadata"]["resourceVersion"]):
+            self._see(obj)
 
     async def wait(self) -> float:
         """Until all are reconciled; returns the time of the last one (monotonic)."""
