@@ -12,9 +12,16 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"  # before anything imports onnxruntime
 
 import contextlib
 import io
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures_local import (
@@ -35,8 +42,13 @@ from fixtures_local import (
     write_md,
 )
 
+from kubeserve.api import ModelDeployment
 from kubeserve.cli import main
 from kubeserve.local.serve.binaries import find, find_java
+from kubeserve.local.serve.net import free_port
+from kubeserve.local.serve.torchserve import PID_FILE, _management_port
+from kubeserve.runtimes.base import BuildContext
+from kubeserve.runtimes.torchserve import MANAGEMENT_PORT, TorchServe, config_properties
 
 pytestmark = [
     pytest.mark.runtimes,
@@ -198,3 +210,162 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+# A handler whose initialize() blocks until the test opens a gate: the model stays "loading"
+# for exactly as long as the test needs, with no race against a fixed sleep.
+GATED_HANDLER = """\
+import pathlib, time
+from ts.torch_handler.base_handler import BaseHandler
+
+GATE = pathlib.Path({gate!r})
+
+
+class Gated(BaseHandler):
+    def initialize(self, context):
+        deadline = time.monotonic() + {bound}
+        while not GATE.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test never opened the gate")
+            time.sleep(0.1)
+        self.initialized = True
+
+    def handle(self, data, context):
+        return [{{"ready": True}} for _ in data]
+"""
+GATE_BOUND_S = 120
+
+
+def test_readiness_probe_follows_the_models_worker_not_ping(tmp_path: Path) -> None:
+    """The readinessProbe the operator puts on the TorchServe container, run as the kubelet
+    would against a real TorchServe started with the cluster's config.properties: it fails
+    while the model's handler is still in initialize() (when /ping already says 200), and
+    passes once the worker is READY."""
+    gate = tmp_path / "gate"
+    store = _gated_mar(tmp_path, gate)
+    md = ModelDeployment.model_validate(
+        {
+            "apiVersion": "kubeserve.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "gated", "namespace": "ml"},
+            "spec": {"runtime": "torchserve", "model": {"uri": "s3://bucket/gated/"}},
+        }
+    )
+    ports = {"http": free_port(), "management": _management_port(), "metrics": free_port()}
+    probe = TorchServe().container(md, BuildContext("img", False, "IfNotPresent"))["readinessProbe"]
+    with _torchserve(md, store, tmp_path, ports):
+        _wait_for(lambda: _get(f"http://127.0.0.1:{ports['http']}/ping")[0] == 200, "/ping")
+        workers = f"http://127.0.0.1:{ports['management']}/models/gated"
+        _wait_for(lambda: _get(workers)[0] == 200, "the model's registration")
+        # The worker is up and blocked in initialize(): /ping is already 200.
+        assert _get(f"http://127.0.0.1:{ports['http']}/ping")[0] == 200
+        ok, why = _kubelet_probe(probe, ports)
+        assert not ok, "ready before the model's worker loaded it"
+        assert "no READY worker yet" in why
+        gate.touch()
+        _wait_for(lambda: _kubelet_probe(probe, ports)[0], "the readiness probe to pass")
+        status, _ = _get(f"http://127.0.0.1:{ports['http']}/predictions/gated", b"[]")
+        assert status == 200
+
+
+def _gated_mar(tmp: Path, gate: Path) -> Path:
+    handler = tmp / "gated_handler.py"
+    handler.write_text(GATED_HANDLER.format(gate=str(gate), bound=GATE_BOUND_S))
+    store = tmp / "store"
+    store.mkdir()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
+            *("--model-name", "gated", "--version", "1.0"),
+            *("--handler", str(handler), "--export-path", str(store)),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return store
+
+
+@contextlib.contextmanager
+def _torchserve(
+    md: ModelDeployment, store: Path, tmp: Path, ports: dict[str, int]
+) -> Iterator[None]:
+    temp = tmp / "ts-tmp"
+    temp.mkdir()
+    config = tmp / "config.properties"
+    config.write_text(
+        config_properties(
+            md,
+            bind="127.0.0.1",
+            inference_port=ports["http"],
+            management_port=ports["management"],
+            metrics_port=ports["metrics"],
+            model_store=str(store),
+        )
+    )
+    env = cli_env(tmp, TEMP=str(temp), TMPDIR=str(temp), LOG_LOCATION=str(temp))
+    env["METRICS_LOCATION"] = str(temp)
+    wrapper = subprocess.Popen(
+        [
+            str(find("torchserve")),
+            *("--start", "--foreground", "--ts-config", str(config)),
+            *("--model-store", str(store), "--disable-token-auth", "--ncs"),
+        ],
+        env=env,
+        stdout=(tmp / "torchserve.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield
+    finally:
+        pid_deadline = time.monotonic() + 30
+        while (
+            wrapper.poll() is None
+            and not (temp / PID_FILE).exists()
+            and time.monotonic() < pid_deadline
+        ):
+            time.sleep(0.2)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # `torchserve --stop` returns before Java exits: signal Java, wait for the wrapper.
+            java = int((temp / PID_FILE).read_text().split()[0])
+            os.kill(java, signal.SIGTERM)
+        try:
+            wrapper.wait(60)
+        except subprocess.TimeoutExpired:
+            wrapper.kill()
+            wrapper.wait(10)
+
+
+def _kubelet_probe(probe: dict[str, Any], ports: dict[str, int]) -> tuple[bool, str]:
+    """Run a container probe as the kubelet does, with the pod's ports mapped to ours (an
+    httpGet probe too, so that pointing the probe back at /ping fails this test)."""
+    if "httpGet" in probe:
+        port = ports[probe["httpGet"]["port"]]
+        status, body = _get(f"http://127.0.0.1:{port}{probe['httpGet']['path']}")
+        return isinstance(status, int) and 200 <= status < 400, str(body)
+    command = list(probe["exec"]["command"])
+    assert command[0] == "python"  # the image's interpreter; ours here
+    command[0] = sys.executable
+    command[-1] = command[-1].replace(f":{MANAGEMENT_PORT}/", f":{ports['management']}/")
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=probe["timeoutSeconds"], check=False
+    )
+    return done.returncode == 0, done.stderr
+
+
+def _get(url: str, data: bytes | None = None) -> tuple[int | str, str]:
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:  # not listening yet
+        return type(exc).__name__, str(exc)
+
+
+def _wait_for(condition: Any, what: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:.0f} s waiting for {what}"
+        time.sleep(0.25)

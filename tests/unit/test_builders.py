@@ -80,7 +80,8 @@ RUNTIME_TABLE = [
         ],
         {"http": 8080, "metrics": 8082},
         {"http": 8080, "metrics": 8082},
-        "/ping",
+        # An exec probe: the model's workers, from the loopback-only management API.
+        "http://127.0.0.1:8081/models/mnist",
     ),
 ]
 
@@ -103,7 +104,10 @@ def test_runtime_container(
     assert command
     assert set(args) <= set(container["args"])
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == ports
-    assert container["readinessProbe"]["httpGet"]["path"] == ready_path
+    ready = container["readinessProbe"]
+    assert (ready["exec"]["command"][-1] if "exec" in ready else ready["httpGet"]["path"]) == (
+        ready_path
+    )
     assert container["image"] == f"kubeserve/{runtime}:0.1.0"
     svc = by_kind(objs)["Service"]
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == service_ports

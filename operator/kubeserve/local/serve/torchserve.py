@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from ...api import ModelDeployment
-from ...runtimes.torchserve import config_properties
+from ...runtimes.torchserve import config_properties, has_ready_worker, model_status_url
 from ..errors import LocalError
 from . import announce, binaries
 from .children import Child, ChildFailed, serve_until_stopped, wait_until_ready
@@ -101,7 +101,8 @@ async def run(
     await child.start()
     try:
         async with aiohttp.ClientSession() as session:
-            model_url = f"http://127.0.0.1:{management}/models/{md.model_name}"
+            # The cluster's readiness probe asks the same URL the same question.
+            model_url = model_status_url(management, md.model_name)
 
             async def model_ready() -> bool:
                 if any(LOAD_FAILED in line for line in child.tail(200)):
@@ -111,7 +112,7 @@ async def run(
                         f"TorchServe could not load {mar.name}: its worker "
                         "died while loading it (see the log lines above)",
                     )
-                return _has_ready_worker(await get_json(session, model_url))
+                return has_ready_worker(await get_json(session, model_url))
 
             if not await wait_until_ready(
                 child, model_ready, timeout_s=opts.ready_timeout_s, stop=stop
@@ -141,17 +142,6 @@ def _management_port() -> int:
         ):
             return port
     raise LocalError("cannot find free local ports for TorchServe's management and gRPC APIs")
-
-
-def _has_ready_worker(description: object) -> bool:
-    # GET /models/NAME answers a list with one entry per version, each listing its workers.
-    if not isinstance(description, list):
-        return False
-    return any(
-        isinstance(version, dict)
-        and any(worker.get("status") == "READY" for worker in version.get("workers", []))
-        for version in description
-    )
 
 
 def _java_pid(temp: Path) -> int | None:
