@@ -205,6 +205,52 @@ def _cel_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# A cache bound: bytes with a binary or decimal suffix, above zero (no milli-bytes).
+CACHE_SIZE_PATTERN = r"^[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+
+
+def _positive(value: str | int) -> str | int:
+    if isinstance(value, int) and value < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
+CacheSize = Annotated[
+    str | int,
+    _matching(CACHE_SIZE_PATTERN, "a size such as 20Gi or 500M"),
+    AfterValidator(_positive),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": CACHE_SIZE_PATTERN,
+            "minimum": 1,
+        }
+    ),
+]
+
+
+class ModelCache(_Model):
+    enabled: bool = _desc(
+        "false: never use a model cache for this model, even when the operator has a "
+        "cluster-wide one (modelCache.claimName in the chart).",
+        default=True,
+    )
+    claim_name: str | None = _desc(
+        "A PersistentVolumeClaim in this namespace that holds the cache (ReadWriteMany when "
+        "pods run on several nodes), shared by every ModelDeployment that names it. Default: "
+        "the operator's cluster-wide claim; one of the two must be set.",
+        default=None,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    max_size: CacheSize | None = _desc(
+        "Bound of the cache's total size: the storage initializer evicts the least recently "
+        "used models beyond it, and does not cache a model bigger than it. Keep it below the "
+        "claim's capacity. Default: the operator's (modelCache.maxSize, 50Gi).",
+        default=None,
+    )
+
+
 class ModelSource(_Model):
     uri: str = _desc(
         "Where the model lives: s3://bucket/path, gs://bucket/path, https://host/path (a file or "
@@ -229,6 +275,12 @@ class ModelSource(_Model):
         max_length=253,
         pattern=DNS_SUBDOMAIN_PATTERN,
     )
+    cache: ModelCache | None = _desc(
+        "Keep the downloaded model in a shared model cache, so the next pods of this model "
+        "version copy it from there instead of downloading it (docs/coldstart.md). Unset: the "
+        "operator's cluster-wide cache, if any. Only for s3://, gs:// and https:// URIs.",
+        default=None,
+    )
 
     cel_rules = (
         (
@@ -248,6 +300,11 @@ class ModelSource(_Model):
         (
             "!has(self.credentialsSecret) || !self.uri.startsWith('pvc://')",
             "model.credentialsSecret is not used with pvc:// URIs; remove it",
+        ),
+        (
+            "!has(self.cache) || !self.uri.startsWith('pvc://')",
+            "model.cache applies only to downloaded models (s3://, gs://, https://); a pvc:// "
+            "model is read from its volume directly: remove model.cache",
         ),
     )
 
@@ -289,6 +346,11 @@ class ModelSource(_Model):
     def _secret_with_pvc(self) -> ModelSource:
         if self.credentials_secret and self.uri.startswith("pvc://"):
             raise ValueError("credentialsSecret is not used with pvc:// URIs; remove it")
+        if self.cache is not None and self.uri.startswith("pvc://"):
+            raise ValueError(
+                "cache applies only to downloaded models (s3://, gs://, https://); a pvc:// "
+                "model is read from its volume directly: remove model.cache"
+            )
         return self
 
     @property

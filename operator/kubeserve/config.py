@@ -7,11 +7,12 @@ can check they agree.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import __version__
-from .api import Runtime
+from .api import CACHE_SIZE_PATTERN, DNS_SUBDOMAIN_PATTERN, Runtime
 
 IMAGE_REPOSITORY = "kubeserve"
 
@@ -37,6 +38,10 @@ ENV_VARS: dict[str, str] = {
     "KUBESERVE_CLUSTER_DOMAIN": "cluster.local",
     "KUBESERVE_RESYNC_SECONDS": "300",
     "KUBESERVE_FIELD_MANAGER": "kubeserve",
+    # The cluster-wide model cache (docs/coldstart.md): a PersistentVolumeClaim of this name
+    # in each ModelDeployment's namespace; empty: no cache unless a ModelDeployment names one.
+    "KUBESERVE_MODEL_CACHE_CLAIM": "",
+    "KUBESERVE_MODEL_CACHE_MAX_SIZE": "50Gi",
 }
 
 
@@ -52,6 +57,8 @@ class OperatorConfig:
     cluster_domain: str = ENV_VARS["KUBESERVE_CLUSTER_DOMAIN"]
     resync_seconds: float = float(ENV_VARS["KUBESERVE_RESYNC_SECONDS"])
     field_manager: str = ENV_VARS["KUBESERVE_FIELD_MANAGER"]
+    model_cache_claim: str = ENV_VARS["KUBESERVE_MODEL_CACHE_CLAIM"]
+    model_cache_max_size: str = ENV_VARS["KUBESERVE_MODEL_CACHE_MAX_SIZE"]
 
     def image(self, runtime: Runtime, gpu: bool) -> str:
         return self.images[(runtime, gpu)]
@@ -62,6 +69,11 @@ class OperatorConfig:
         resync = float(env["KUBESERVE_RESYNC_SECONDS"])
         if resync <= 0:
             raise ValueError("KUBESERVE_RESYNC_SECONDS must be > 0")
+        claim = env["KUBESERVE_MODEL_CACHE_CLAIM"]
+        if claim and not re.match(DNS_SUBDOMAIN_PATTERN, claim):
+            raise ValueError(f"KUBESERVE_MODEL_CACHE_CLAIM {claim!r} is not a claim name")
+        if not re.match(CACHE_SIZE_PATTERN, env["KUBESERVE_MODEL_CACHE_MAX_SIZE"]):
+            raise ValueError("KUBESERVE_MODEL_CACHE_MAX_SIZE must be a size such as 50Gi")
         return cls(
             images=_images(env),
             storage_initializer_image=env["KUBESERVE_IMAGE_STORAGE_INITIALIZER"],
@@ -73,6 +85,8 @@ class OperatorConfig:
             cluster_domain=env["KUBESERVE_CLUSTER_DOMAIN"],
             resync_seconds=resync,
             field_manager=env["KUBESERVE_FIELD_MANAGER"],
+            model_cache_claim=claim,
+            model_cache_max_size=env["KUBESERVE_MODEL_CACHE_MAX_SIZE"],
         )
 
 

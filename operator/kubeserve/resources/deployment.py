@@ -14,7 +14,7 @@ from .configmap import CONFIG_HASH_ANNOTATION, config_hash
 from .labels import metadata, pod_labels, selector_labels
 from .names import child_name
 from .security import container_security_context, pod_security_context
-from .storage import model_storage
+from .storage import ModelCacheSettings, model_storage
 
 # KServe's defaults: enough for a small model, and HPA utilization needs requests.
 DEFAULT_RESOURCES = {"cpu": "1", "memory": "2Gi"}
@@ -110,7 +110,10 @@ def pod_spec(md: ModelDeployment, cfg: OperatorConfig, *, config_map: str | None
     ctx = build_context(md, cfg)
     runtime = runtime_for(md.spec.runtime)
     storage = model_storage(
-        md, initializer_image=cfg.storage_initializer_image, pull_policy=cfg.image_pull_policy
+        md,
+        initializer_image=cfg.storage_initializer_image,
+        pull_policy=cfg.image_pull_policy,
+        cache=ModelCacheSettings(cfg.model_cache_claim, cfg.model_cache_max_size),
     )
     volumes = [*storage.volumes, {"name": "tmp", "emptyDir": {}}]
     mounts = [*storage.server_mounts, {"name": "tmp", "mountPath": "/tmp"}]

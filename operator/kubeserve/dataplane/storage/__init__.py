@@ -8,6 +8,8 @@ Runs as the init container of every model server pod (images/storage-initializer
 - ``fetch``: download through fsspec into a staging directory, then commit it into DEST;
 - ``archive``: unpack .tar.gz/.tgz/.tar/.zip, refusing entries that would escape DEST;
 - ``layout``: check (and minimally normalize) the layout each runtime expects;
+- ``cache``: an opt-in model cache on a shared volume (keys, atomic fills, LRU eviction);
+- ``report``: the timing report in the termination message (standard library only);
 - ``__main__``: the CLI, ``python -m kubeserve.dataplane.storage URI DEST``.
 """
 

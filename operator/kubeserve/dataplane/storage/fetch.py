@@ -27,6 +27,7 @@ directory entries and the commit record are.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -52,6 +53,10 @@ STAGING_PREFIX = ".kubeserve-staging-"
 HTTP_CONNECT_TIMEOUT_S = 30.0
 HTTP_READ_TIMEOUT_S = 300.0
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
+# What tells one content from another at the same address: S3's ETag and VersionId, GCS's
+# etag, generation and md5Hash, an HTTP server's ETag, Content-MD5 or Digest. S3's
+# LastModified is left out on purpose: uploading the same bytes again is still a hit.
+_VERSION_FIELDS = ("ETag", "etag", "VersionId", "generation", "md5Hash", "Content-MD5", "Digest")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,50 @@ class Fetched:
     bytes: int
     # Set when the URI named a single object: its path in staging (e.g. an archive to unpack).
     single: Path | None
+
+
+@dataclass(frozen=True)
+class Version:
+    """The content version of a model at its source, from the source's own listing."""
+
+    tag: str  # a hash of (name, size, ETag or equivalent) of every object
+    bytes: int  # the total size the source reports
+
+
+def content_version(fs: Any, uri: ModelUri) -> Version | None:
+    """The content version of ``uri``; None when the source gives none (or the lookup fails).
+
+    One HEAD (a single object) or one listing (a prefix): never the objects' data.
+    """
+    try:
+        info = fs.info(uri.path)
+        if uri.is_http or info.get("type") == "file":
+            files = {uri.basename: info}
+        else:
+            root = uri.path.rstrip("/")
+            listing = fs.find(root, withdirs=False, detail=True)
+            files = {
+                key[len(root) + 1 :]: item
+                for key, item in listing.items()
+                if key.startswith(root + "/") and not key.endswith("/")
+            }
+    except Exception as exc:  # the download that follows reports it properly
+        log.info("no content version for %s: %s", uri.redacted, type(exc).__name__)
+        return None
+    parts = []
+    for name in sorted(files):
+        item = files[name]
+        tags = [f"{field}={item[field]}" for field in _VERSION_FIELDS if item.get(field)]
+        if uri.is_http and not tags and item.get("Last-Modified"):
+            # HTTP caches validate with Last-Modified when a server sends no ETag.
+            tags.append(f"Last-Modified={item['Last-Modified']}")
+        if not tags:
+            return None
+        parts.append([name, item.get("size"), tags])
+    if not parts:
+        return None
+    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    return Version(tag=digest, bytes=sum(int(p[1] or 0) for p in parts))
 
 
 def filesystem(uri: ModelUri, creds: Credentials) -> Any:
@@ -232,6 +281,14 @@ def prepare(dest: Path, redacted_uri: str) -> bool:
         shown = ", ".join(leftovers[:5]) + (", ..." if len(leftovers) > 5 else "")
         raise UsageError(f"DEST {dest} is not empty ({shown}); refusing to overwrite it")
     return False
+
+
+def recorded_bytes(dest: Path) -> int:
+    """The model size the commit record of ``dest`` holds (0 if unreadable)."""
+    try:
+        return int(json.loads((dest / MARKER).read_text(encoding="utf-8"))["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def commit(staging: Path, dest: Path, record: dict[str, Any]) -> None:
