@@ -205,10 +205,16 @@ def http_server(tmp_path: Path) -> Iterator[HttpServer]:
 
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def moto_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """moto's request log: one line per request ("GET /bucket/key HTTP/1.1" 200)."""
+    return tmp_path_factory.mktemp("moto") / "moto.log"
+
+
+@pytest.fixture(scope="module")
+def moto(moto_log: Path) -> Iterator[str]:
     binary = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
     port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    log = moto_log
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
@@ -458,6 +464,179 @@ def test_s3_env_credentials_beat_files(tmp_path: Path, bucket: Any, s3_creds: Pa
     assert "AWS_SECRET_ACCESS_KEY (env)" in proc.stderr
     assert "AWS_ENDPOINT_URL (file)" in proc.stderr
     assert_no_secret(proc, SECRET_KEY, "envkey")
+
+
+# --- the model cache and the termination report (moto) -------------------------------------
+
+
+def object_gets(moto_log: Path, s3: Any, key: str) -> int:
+    """How many times moto served the data of ``models/key`` (GET; HEAD and listings excluded).
+
+    A request to a fresh sentinel key first, and its log line awaited: every request of a CLI
+    that has exited is logged by then.
+    """
+    sentinel = f"sentinel-{time.monotonic_ns()}"
+    with pytest.raises(s3.exceptions.ClientError):
+        s3.head_object(Bucket="models", Key=sentinel)
+    deadline = time.monotonic() + 10
+    while sentinel not in moto_log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "moto never logged the sentinel request"
+        time.sleep(0.05)
+    return moto_log.read_text(errors="replace").count(f'"GET /models/{key} HTTP/1.1" 200')
+
+
+def termination_report(path: Path) -> dict[str, Any]:
+    from kubeserve.dataplane.storage.report import parse_report
+
+    text = path.read_text()
+    parsed = parse_report(text)
+    assert parsed is not None, text
+    return parsed
+
+
+def cached_run(
+    tmp_path: Path, s3_creds: Path, model_uri: str, dest: Path, cache_dir: Path, max_size: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    log = tmp_path / f"termination-{dest.name}"
+    env = base_env(tmp_path, s3_creds, KUBESERVE_TERMINATION_LOG=str(log))
+    proc = run_cli(
+        model_uri,
+        dest,
+        "--runtime",
+        "onnxruntime",
+        f"--cache-dir={cache_dir}",
+        f"--cache-max-size={max_size}",
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert_no_secret(proc, SECRET_KEY)
+    return proc, termination_report(log)
+
+
+def test_s3_cache_miss_then_hit_then_changed_object_misses(
+    tmp_path: Path, bucket: Any, s3_creds: Path, moto_log: Path
+) -> None:
+    key = "cached/resnet.onnx"
+    first, second = os.urandom(256 << 10), os.urandom(256 << 10)
+    bucket.put_object(Bucket="models", Key=key, Body=first)
+    cache_dir = tmp_path / "cache"
+    before = object_gets(moto_log, bucket, key)
+
+    # Pod 1: a miss downloads and fills the cache.
+    proc, got = cached_run(
+        tmp_path, s3_creds, f"s3://models/{key}", tmp_path / "p1", cache_dir, "1Gi"
+    )
+    assert got["cache"] == "miss" and got["bytes"] == len(first), proc.stderr
+    assert (tmp_path / "p1" / "model.onnx").read_bytes() == first
+    assert object_gets(moto_log, bucket, key) == before + 1
+
+    # Pod 2: a hit, served from the cache without one GET of the object.
+    proc, got = cached_run(
+        tmp_path, s3_creds, f"s3://models/{key}", tmp_path / "p2", cache_dir, "1Gi"
+    )
+    assert got["cache"] == "hit" and got["bytes"] == len(first), proc.stderr
+    assert (tmp_path / "p2" / "model.onnx").read_bytes() == first
+    assert object_gets(moto_log, bucket, key) == before + 1
+
+    # Pod 2's containers restart: its emptyDir still holds the model.
+    proc, got = cached_run(
+        tmp_path, s3_creds, f"s3://models/{key}", tmp_path / "p2", cache_dir, "1Gi"
+    )
+    assert got == {"downloadSeconds": 0.0, "bytes": len(first), "cache": "present"}
+
+    # The object changes at the same URI: its ETag does, so the cache misses.
+    bucket.put_object(Bucket="models", Key=key, Body=second)
+    proc, got = cached_run(
+        tmp_path, s3_creds, f"s3://models/{key}", tmp_path / "p3", cache_dir, "1Gi"
+    )
+    assert got["cache"] == "miss", proc.stderr
+    assert (tmp_path / "p3" / "model.onnx").read_bytes() == second
+    assert object_gets(moto_log, bucket, key) == before + 2
+
+
+def test_s3_cache_prefix_two_initializers_at_once(
+    tmp_path: Path, bucket: Any, s3_creds: Path, moto_log: Path
+) -> None:
+    """Two pods of one model start together: one downloads, both get the same model."""
+    keys = ["twins/model.onnx", "twins/extra/labels.txt"]
+    for key in keys:
+        bucket.put_object(Bucket="models", Key=key, Body=os.urandom(64 << 10))
+    before = sum(object_gets(moto_log, bucket, key) for key in keys)
+    cache_dir = tmp_path / "cache"
+    procs, logs = [], []
+    for name in ("a", "b"):
+        logs.append(tmp_path / f"termination-{name}")
+        env = base_env(tmp_path, s3_creds, KUBESERVE_TERMINATION_LOG=str(logs[-1]))
+        args = ["s3://models/twins/", str(tmp_path / name), f"--cache-dir={cache_dir}"]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kubeserve.dataplane.storage", *args],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, err
+    states = sorted(termination_report(log)["cache"] for log in logs)
+    assert states == ["hit", "miss"]
+    assert sum(object_gets(moto_log, bucket, key) for key in keys) == before + len(keys)
+    for key in keys:
+        relative = key.removeprefix("twins/")
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
+    assert len(list((cache_dir / "v1" / "entries").iterdir())) == 1
+
+
+def test_s3_model_bigger_than_the_cache_is_served_uncached(
+    tmp_path: Path, bucket: Any, s3_creds: Path
+) -> None:
+    bucket.put_object(Bucket="models", Key="big/model.onnx", Body=b"b" * 4096)
+    cache_dir = tmp_path / "cache"
+    proc, got = cached_run(
+        tmp_path, s3_creds, "s3://models/big/model.onnx", tmp_path / "p", cache_dir, "1k"
+    )
+    assert got["cache"] == "miss" and got["bytes"] == 4096
+    assert "bigger than the cache" in proc.stderr
+    assert (tmp_path / "p" / "model.onnx").stat().st_size == 4096
+    assert not (cache_dir / "v1" / "entries").exists() or not any(
+        (cache_dir / "v1" / "entries").iterdir()
+    )
+
+
+def test_report_without_cache_never_holds_the_uri(tmp_path: Path, http_server: HttpServer) -> None:
+    (http_server.root / "resnet.onnx").write_bytes(b"m" * 1000)
+    log = tmp_path / "termination-log"
+    env = base_env(tmp_path, KUBESERVE_TERMINATION_LOG=str(log))
+    url = http_server.url(f"resnet.onnx?X-Amz-Credential=abc&{SIGNATURE}")
+    proc = run_cli(url, tmp_path / "m", "--runtime", "onnxruntime", env=env)
+    assert proc.returncode == 0, proc.stderr
+    text = log.read_text()
+    assert "\n" not in text and len(text.encode()) < 4096
+    assert set(json.loads(text)) == {"downloadSeconds", "bytes", "cache"}
+    got = termination_report(log)
+    assert got["cache"] == "off" and got["bytes"] == 1000 and got["downloadSeconds"] > 0
+    assert "SIGNATURE" not in text and "127.0.0.1" not in text
+
+
+def test_failed_run_writes_no_report(tmp_path: Path, http_server: HttpServer) -> None:
+    log = tmp_path / "termination-log"
+    env = base_env(tmp_path, KUBESERVE_TERMINATION_LOG=str(log))
+    proc = run_cli(http_server.url("missing.onnx"), tmp_path / "m", env=env)
+    assert proc.returncode == 3
+    assert not log.exists()
+
+
+def test_no_termination_log_dir_is_fine(tmp_path: Path, http_server: HttpServer) -> None:
+    (http_server.root / "model.onnx").write_bytes(b"m")
+    env = base_env(tmp_path, KUBESERVE_TERMINATION_LOG=str(tmp_path / "absent" / "log"))
+    proc = run_cli(http_server.url("model.onnx"), tmp_path / "m", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "absent").exists()
 
 
 # --- local sources, layouts, DEST handling --------------------------------------------------
