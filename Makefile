@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	# pyproject's tfserving-api extra, without its `tensorflow` requirement (tensorflow-cpu has it).
+	$(BIN)/pip install --quiet --no-deps 'tensorflow-serving-api==2.21.0'
 	$(BIN)/python scripts/install-helm.py
 	rm -f $(VENV)/.installed-* && touch $@
 

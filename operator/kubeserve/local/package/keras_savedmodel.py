@@ -1,5 +1,6 @@
 """Keras -> a SavedModel in TF Serving's DIR/<name>/<version>/ layout, loaded back with
-TensorFlow to check it and to show the serving signature clients must use."""
+TensorFlow to check it and to show the serving signature clients must use, with TF Serving
+warm-up records (tf_warmup) so a new version is warm before it is marked AVAILABLE."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from ..errors import LocalError, first_line
 from ..factory import call_factory, is_factory_reference
 from .result import Packaged
+from .tf_warmup import replay, warmup_inputs, write_warmup
 
 SIGNATURE = "serving_default"
 
@@ -85,24 +87,44 @@ def package_savedmodel(
     except Exception as exc:
         shutil.rmtree(target, ignore_errors=True)
         raise LocalError(f"keras export failed: {type(exc).__name__}: {first_line(exc)}") from exc
-    signature, checks = verify(target, model, example_shape, example_dtype, tolerance)
+    example = _example(example_shape, example_dtype)
+    signature, function, checks = verify(target, model, example, tolerance)
+    files = [target / "saved_model.pb", target / "variables"]
+    details = [signature.describe()]
+    inputs = warmup_inputs(signature, example)
+    if inputs is None:
+        details.append(
+            "no TF Serving warm-up request: the signature's input shapes are not fully known; "
+            "pass --input-shape to write one"
+        )
+    else:
+        warmup = write_warmup(target, SIGNATURE, inputs)
+        files.append(warmup)
+        checks.append(f"{replay(warmup, function)} warm-up request(s) run on {SIGNATURE}")
     return Packaged(
         runtime="tfserving",
-        files=(target / "saved_model.pb", target / "variables"),
+        files=tuple(files),
         model_uri=base,
         model_name=name,
         checks=tuple(checks),
-        details=(signature.describe(),),
+        details=tuple(details),
     )
 
 
+def _example(shape: Sequence[int] | None, dtype: str) -> Any | None:
+    # Seeded: the load-back check and the warm-up request use the same values every run.
+    import numpy as np
+
+    if not shape:
+        return None
+    return np.random.default_rng(0).standard_normal(tuple(shape)).astype(dtype)
+
+
 def verify(
-    path: Path,
-    model: Any,
-    example_shape: Sequence[int] | None,
-    example_dtype: str,
-    tolerance: float,
-) -> tuple[Signature, list[str]]:
+    path: Path, model: Any, example: Any | None, tolerance: float
+) -> tuple[Signature, Any, list[str]]:
+    """Load the SavedModel back; returns its signature, the signature function and what the
+    check found (with an example: the SavedModel answers as keras does)."""
     import numpy as np
     import tensorflow as tf
 
@@ -117,14 +139,13 @@ def verify(
     function = loaded.signatures[SIGNATURE]
     signature = read_signature(function)
     checks = [f"tf.saved_model.load reads {path}"]
-    if example_shape:
+    if example is not None:
         if len(signature.inputs) != 1:
             raise LocalError(
                 "--input-shape checks single-input models only; this one takes "
                 f"{len(signature.inputs)} inputs"
             )
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal(tuple(example_shape)).astype(example_dtype)
+        x = example
         expected = np.asarray(model(x))
         outputs = function(**{signature.inputs[0].name: tf.constant(x)})
         actual = np.asarray(outputs[signature.outputs[0].name])
@@ -140,9 +161,9 @@ def verify(
                 f"(> --tolerance {tolerance:g})"
             )
         checks.append(
-            f"the SavedModel matches keras on shape {list(example_shape)} (max abs diff {diff:.2g})"
+            f"the SavedModel matches keras on shape {list(x.shape)} (max abs diff {diff:.2g})"
         )
-    return signature, checks
+    return signature, function, checks
 
 
 def read_signature(function: Any) -> Signature:
