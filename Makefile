@@ -15,7 +15,7 @@ export KUBEBUILDER_ASSETS ?= $(CURDIR)/.build/k8s
 export KUBESERVE_THIRD_PARTY_CRDS ?= $(abspath $(SHARED_K8S)/crds)
 endif
 
-.PHONY: setup assets test unit cluster lint demo images e2e crd bench clean docs
+.PHONY: setup assets test unit cluster lint demo images e2e crd generate bench clean docs
 
 setup: $(STAMP)
 
@@ -60,6 +60,10 @@ e2e: setup
 crd: setup
 	$(BIN)/kubeserve crd > crds/modeldeployments.kubeserve.io.yaml
 	cp crds/modeldeployments.kubeserve.io.yaml charts/kubeserve/crds/
+
+# Everything generated from the code: the CRD and the chart's files (dashboard, adapter rules).
+generate: crd
+	$(BIN)/python -m kubeserve.chartfiles charts/kubeserve/files
 
 bench: setup
 	$(BIN)/python bench/reconcile.py

@@ -929,6 +929,29 @@ class AutoscalerStatus(_Model):
     desired_replicas: int | None = _desc("Replicas the autoscaler wants.", default=None)
 
 
+class ColdStart(_Model):
+    """The latest model-server pod start, read from the pod's status (docs/coldstart.md)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    pod: str = _desc("The pod that started.")
+    ready_at: str = _desc("When it became Ready (RFC 3339).")
+    download_seconds: float | None = _desc(
+        "The storage initializer's fetch, unpack and layout check; unset for pvc:// models.",
+        default=None,
+    )
+    cache: str | None = _desc(
+        "The model cache's answer: off, miss, hit, or present (the pod already held it).",
+        default=None,
+    )
+    startup_seconds: float = _desc(
+        "Server container start to Ready: the runtime loads the model and runs its warm-up "
+        "inference before it reports ready (resolution 1 s, plus the readiness probe period)."
+    )
+    total_seconds: float = _desc(
+        "Pod created to Ready: scheduling, image pulls, download, load and warm-up."
+    )
+
+
 class ModelDeploymentStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
     observed_generation: int | None = _desc(
@@ -944,6 +967,9 @@ class ModelDeploymentStatus(_Model):
         "Where to send requests (the Service, inside the cluster).", default=None
     )
     autoscaler: AutoscalerStatus | None = _desc("The autoscaler's view.", default=None)
+    last_cold_start: ColdStart | None = _desc(
+        "How long the latest model-server pod took to become Ready, by stage.", default=None
+    )
 
 
 class ObjectMeta(BaseModel):

@@ -119,6 +119,13 @@ def _printer_columns() -> list[dict[str, Any]]:
         },
         {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+        {
+            "name": "Cold-Start",
+            "type": "number",
+            "priority": 1,
+            "description": "Seconds the latest model-server pod took from created to Ready.",
+            "jsonPath": ".status.lastColdStart.totalSeconds",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

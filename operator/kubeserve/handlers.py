@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import itertools
 import logging
 import zlib
@@ -24,7 +25,7 @@ from typing import Any
 
 import kopf
 
-from . import api, credentials, metrics
+from . import api, coldstarts, credentials, metrics
 from .config import OperatorConfig
 from .drift import drifted
 from .inventory import take_inventory
@@ -35,7 +36,8 @@ from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deplo
 from .render import render
 from .resources.autoscaling import autoscaler_status
 from .resources.kinds import WATCHED_CHILD_KINDS, ChildKind
-from .resources.labels import MANAGED_BY, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR
+from .resources.labels import INSTANCE, MANAGED_BY, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR
+from .resources.names import label_value
 from .scheduling import NodeSummary, node_summary, schedulable
 from .status import DEPLOYMENT_READY_REASONS, conditions_equal, find_condition, now_rfc3339
 
@@ -108,6 +110,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         # Filtered by the API server: the cluster's other ConfigMaps, Services and
         # Deployments never reach the operator.
         settings.watching.label_selectors[_selector(kind)] = MANAGED_BY_SELECTOR
+    settings.watching.label_selectors[("v1", "pods")] = MANAGED_BY_SELECTOR
     if getattr(memo, "selector", ""):
         # A shard: other shards' ModelDeployments never reach the index, so nothing maps
         # their children to work here (child_event looks owners up in the index).
@@ -136,6 +139,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     # the Deployment body left in memo.deployment_changed (see _work).
     memo.full = set()
     memo.deployment_changed = {}
+    # Model-server pods that became Ready, for status.lastColdStart and the histograms.
+    memo.cold_starts = coldstarts.ColdStarts()
     # kopf's live index views; the queue's workers read them outside any handler.
     memo.model_deployments = kwargs["model_deployments_index"]
     # Node name -> NodeSummary, kept by node_event.
@@ -214,6 +219,7 @@ async def model_deployment_event(
             memo.queue.forget(key)
             memo.full.discard(key)
             memo.deployment_changed.pop(key, None)
+            memo.cold_starts.forget(key)
             memo.failed_generation.pop(key, None)
             metrics.forget(namespace, name)
         return
@@ -254,8 +260,11 @@ def _reconcile_soon(memo: kopf.Memo, key: Key, delay: float = 0.0) -> None:
 
 
 async def _work(key: Hashable, memo: kopf.Memo) -> None:
-    """A full reconcile, or a status refresh when nothing but its Deployment's status moved."""
-    full = key in memo.full or key not in memo.deployment_changed
+    """A full reconcile, or a status refresh when nothing but its Deployment's status or a
+    pod's cold start moved."""
+    full = key in memo.full or not (
+        key in memo.deployment_changed or memo.cold_starts.has_pending(key)
+    )
     memo.full.discard(key)
     deployment = memo.deployment_changed.pop(key, None)
     try:
@@ -283,6 +292,7 @@ async def _work_on(
         result = await _reconcile(key, memo, body)
         if result is None:
             return
+    result = _with_cold_start(memo, key, body, result)
     try:
         written = await _write_status(kube, body, result)
     except ApiError as exc:
@@ -305,13 +315,33 @@ def _refreshed_status(
     """The status after a Deployment change, without an apply; None: it needs a reconcile.
 
     Only while the Deployment alone decides Ready: Schedulable, the autoscaler or ownership
-    are weighed by a reconcile.
+    are weighed by a reconcile. With no Deployment change (a cold start alone), the
+    status stays as it is.
     """
     ready = find_condition(body.get("status"), "Ready")
-    if deployment is None or ready is None or ready.get("reason") not in DEPLOYMENT_READY_REASONS:
+    if ready is None:
+        return None
+    if deployment is None:
+        return ReconcileResult(dict(body["status"]))
+    if ready.get("reason") not in DEPLOYMENT_READY_REASONS:
         return None
     status = status_from_deployment(body, deployment, memo.config, now=now_rfc3339())
     return None if status is None else ReconcileResult(status)
+
+
+def _with_cold_start(
+    memo: kopf.Memo, key: Hashable, body: dict[str, Any], result: ReconcileResult
+) -> ReconcileResult:
+    """Record a pending cold start: the histograms, and the status if it is the latest."""
+    start = memo.cold_starts.take(key)
+    if start is None:
+        return result
+    namespace, name = str(key[0]), str(key[1])  # type: ignore[index]
+    if memo.cold_starts.fresh(start):
+        metrics.observe_cold_start(namespace, name, start.stages())
+    if not coldstarts.newer(start, body.get("status")):
+        return result
+    return dataclasses.replace(result, status={**result.status, "lastColdStart": start.status()})
 
 
 async def _reconcile(
@@ -413,6 +443,7 @@ async def _write_status(kube: KubeClient, body: dict[str, Any], result: Reconcil
     new = result.status
     ready = next(c for c in new["conditions"] if c["type"] == "Ready")
     metrics.set_conditions(meta["namespace"], meta["name"], new["conditions"])
+    metrics.set_replicas(meta["namespace"], meta["name"], new)
     if not _status_changed(old, new):
         return False
     await kube.patch_status(
@@ -449,7 +480,7 @@ async def _write_status(kube: KubeClient, body: dict[str, Any], result: Reconcil
 def _status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     if not conditions_equal(old.get("conditions", []), new.get("conditions", [])):
         return True
-    keys = ("observedGeneration", "replicas", "readyReplicas", "url", "autoscaler")
+    keys = ("observedGeneration", "replicas", "readyReplicas", "url", "autoscaler", "lastColdStart")
     return any(old.get(key) != new.get(key) for key in keys)
 
 
@@ -653,6 +684,35 @@ def _owner(body: kopf.Body) -> dict[str, Any] | None:
         if ref.get("kind") == api.KIND and ref.get("apiVersion") == api.API_VERSION:
             return dict(ref)
     return None
+
+
+# --- model-server pods (read-only, for cold starts) -------------------------------------
+
+
+@kopf.on.event("v1", "pods", labels={MANAGED_BY_LABEL: MANAGED_BY})
+async def pod_event(
+    type: str | None, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    """A model-server pod that became Ready: its cold start, for the queue to record."""
+    if type == "DELETED":
+        return
+    start = coldstarts.cold_start(body)
+    owner = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
+    if start is None or owner is None:
+        return
+    key = _instance_key(memo, namespace or "", owner)
+    if key is not None and memo.cold_starts.offer(key, start):
+        memo.queue.add(key)
+
+
+def _instance_key(memo: kopf.Memo, namespace: str, instance: str) -> Key | None:
+    """The ModelDeployment whose pods carry this instance label (long names are shortened)."""
+    if _indexed(memo, (namespace, instance)) is not None:
+        return (namespace, instance)
+    index: kopf.Index[Key, Any] = memo.model_deployments
+    return next(
+        (k for k in index if k[0] == namespace and label_value(str(k[1])) == instance), None
+    )
 
 
 # --- Nodes (read-only, for the Schedulable condition) -----------------------------------

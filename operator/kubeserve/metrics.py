@@ -38,6 +38,21 @@ CONDITION = Gauge(
     "(kube-state-metrics style: sum by (type, status) counts ModelDeployments).",
     ["namespace", "name", "type", "status"],
 )
+REPLICAS = Gauge(
+    "kubeserve_modeldeployment_replicas",
+    "Pods of each ModelDeployment's current Deployment (state current) and those ready.",
+    ["namespace", "name", "state"],
+)
+COLD_START = Histogram(
+    "kubeserve_cold_start_seconds",
+    "Seconds from a model-server pod's start to Ready, by stage: download (the storage "
+    "initializer), startup (server start to Ready: load and warm-up), total (pod created to "
+    "Ready). Observed by the leader, once per pod start (docs/coldstart.md).",
+    ["namespace", "name", "stage"],
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+COLD_START_STAGES = ("download", "startup", "total")
+REPLICA_STATES = {"current": "replicas", "ready": "readyReplicas"}
 STATUSES = ("True", "False", "Unknown")
 _condition_types: dict[tuple[str, str], set[str]] = {}
 # (type, status) of each condition last recorded, per ModelDeployment.
@@ -60,9 +75,25 @@ def set_conditions(namespace: str, name: str, conditions: Iterable[Mapping[str, 
                 READY.labels(namespace, name).set(value)
 
 
+def set_replicas(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    for state, field in REPLICA_STATES.items():
+        REPLICAS.labels(namespace, name, state).set(status.get(field) or 0)
+
+
+def observe_cold_start(namespace: str, name: str, stages: Mapping[str, float]) -> None:
+    for stage, seconds in stages.items():
+        COLD_START.labels(namespace, name, stage).observe(seconds)
+
+
 def forget(namespace: str, name: str) -> None:
     """A deleted ModelDeployment leaves no series behind."""
     _recorded.pop((namespace, name), None)
+    for state in REPLICA_STATES:
+        with contextlib.suppress(KeyError):
+            REPLICAS.remove(namespace, name, state)
+    for stage in COLD_START_STAGES:
+        with contextlib.suppress(KeyError):
+            COLD_START.remove(namespace, name, stage)
     with contextlib.suppress(KeyError):
         READY.remove(namespace, name)
     for kind in _condition_types.pop((namespace, name), set()):

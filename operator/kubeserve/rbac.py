@@ -20,6 +20,8 @@ Where each permission comes from:
   changes update the status.
 - Events (core v1): kopf posts them with POST, never PATCH or PUT (kopf's documented RBAC needs
   only ``create``).
+- Pods: list and watch, read-only, by label (our model servers only): their status holds
+  each cold start's timings (coldstarts.py).
 - Nodes: get, list and watch, read-only, for the GPU ``Schedulable`` condition.
 - CustomResourceDefinitions: list and watch, only when watching all namespaces. This is kopf's
   documented need for runtime observation of resources (the default,
@@ -54,6 +56,7 @@ CHILD_VERBS = ("get", "list", "create", "patch", "delete")
 WATCHED_CHILDREN = frozenset((kind.group, kind.plural) for kind in WATCHED_CHILD_KINDS)
 WATCH_VERBS = ("list", "watch")
 EVENT_VERBS = ("create",)
+POD_VERBS = ("list", "watch")
 NODE_VERBS = ("get", "list", "watch")
 CRD_OBSERVATION_VERBS = ("list", "watch")
 
@@ -84,6 +87,7 @@ def rules(*, namespaced: bool) -> list[Rule]:
     ]
     out.extend(_rule(kind.group, [kind.plural], child_verbs(kind)) for kind in CHILD_KINDS)
     out.append(_rule("", ["events"], EVENT_VERBS))
+    out.append(_rule("", ["pods"], POD_VERBS))
     if not namespaced:
         out.append(
             _rule("apiextensions.k8s.io", ["customresourcedefinitions"], CRD_OBSERVATION_VERBS)

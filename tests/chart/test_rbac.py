@@ -199,12 +199,14 @@ def test_model_deployments_and_events() -> None:
     assert verbs(api.GROUP, f"{api.PLURAL}/status") == {"get", "patch"}
     assert verbs(api.GROUP, f"{api.PLURAL}/finalizers") == {"update"}
     assert verbs("", "events") == {"create"}
-    # Nothing else: every namespaced permission is for our CRD, a child kind, or events.
+    assert verbs("", "pods") == {"list", "watch"}  # read-only: cold starts
+    # Nothing else: every namespaced permission is for our CRD, a child kind, events or pods.
     known = {
         (api.GROUP, api.PLURAL),
         (api.GROUP, f"{api.PLURAL}/status"),
         (api.GROUP, f"{api.PLURAL}/finalizers"),
         ("", "events"),
+        ("", "pods"),
     }
     known |= {(k.group, k.plural) for k in kinds.CHILD_KINDS}
     assert {(g, r) for g, r, _ in granted} == known

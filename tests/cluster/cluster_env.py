@@ -53,6 +53,7 @@ class Operator:
         self.name = name  # several in one workdir keep apart logs
         self.popen: subprocess.Popen[bytes] | None = None
         self.runs = 0
+        self.metrics_port = free_port()  # the same across restarts: Prometheus scrapes it
 
     @property
     def log(self) -> Path:
@@ -70,7 +71,8 @@ class Operator:
         }
         with self.log.open("wb") as out:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "kubeserve", "run", "-A", "--metrics-port=0",
+                [sys.executable, "-m", "kubeserve", "run", "-A",
+                 f"--metrics-port={self.metrics_port}",
                  f"--liveness=http://127.0.0.1:{port}/healthz", *self.extra_args],
                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip

@@ -315,9 +315,10 @@ async def test_changes_to_fields_we_do_not_set_cost_no_applies(kmock: Any, kube_
         if r.params.get("watch")
         and r.params.get("labelSelector") == "app.kubernetes.io/managed-by=kubeserve"
     }
+    # Pods too (cold starts), by the same label: only our model servers.
     assert watched == {
         resource_path(k.api_version, k.plural) for k in CHILD_KINDS if not k.optional
-    }
+    } | {"/api/v1/pods"}
 
 
 async def test_deployment_progress_refreshes_the_status_in_one_write_without_applies(

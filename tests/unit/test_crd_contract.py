@@ -203,6 +203,7 @@ def test_crd_metadata_for_kubectl() -> None:
         "Ready",
         "Replicas",
         "URL",
+        "Cold-Start",
         "Age",
     ]
 

@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 import pytest
 
-from kubeserve import handlers
+from kubeserve import coldstarts, handlers
 
 KEY = ("ml", "mnist")
 DEPLOYMENT = {"kind": "Deployment", "status": {"replicas": 1}}
@@ -18,6 +18,7 @@ def memo() -> kopf.Memo:
     memo = kopf.Memo()
     memo.full = set()
     memo.deployment_changed = {}
+    memo.cold_starts = coldstarts.ColdStarts()
     return memo
 
 
@@ -50,6 +51,13 @@ async def test_a_full_request_wins_over_a_deployment_change(memo: kopf.Memo, cal
 async def test_a_key_queued_for_no_known_reason_is_reconciled(memo: kopf.Memo, calls: Any) -> None:
     await handlers._work(KEY, memo)
     assert calls == [(True, None)]
+
+
+async def test_a_cold_start_alone_is_a_status_refresh(memo: kopf.Memo, calls: Any) -> None:
+    start = coldstarts.ColdStart("mnist-1-a", "uid-1", 0, "2026-01-01T00:00:10Z", 4.0, 9.0)
+    assert memo.cold_starts.offer(KEY, start)
+    await handlers._work(KEY, memo)
+    assert calls == [(False, None)]
 
 
 async def test_the_retry_of_a_failed_reconcile_is_full_whatever_came_meanwhile(

@@ -48,6 +48,10 @@ rbac.cluster_rules(), so a new child kind needs a line here too.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# Model-server pods, read-only (by label): cold-start timings from their status.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
 {{- if not .namespaced }}
 # kopf: runtime observation of CustomResourceDefinitions (all-namespaces mode only).
 - apiGroups: [apiextensions.k8s.io]
