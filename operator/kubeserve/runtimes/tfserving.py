@@ -4,6 +4,10 @@ Shutdown: tensorflow_model_server has no graceful shutdown on SIGTERM
 (tensorflow/serving#1853): requests in flight are not waited for. The pod's preStop sleep
 (resources/deployment.py) is what we can do from outside: the endpoints forget the pod before
 SIGTERM, so little is in flight by then. A real drain would have to be the server's own.
+
+Warm-up: `kubeserve package --format savedmodel` writes <version>/assets.extra/
+tf_serving_warmup_requests, which the server replays before it marks the version AVAILABLE;
+the readiness probe (model metadata) therefore passes only once the model is warm.
 """
 
 from __future__ import annotations

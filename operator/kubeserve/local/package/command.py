@@ -53,7 +53,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="directory to write into (created if missing)",
     )
     parser.add_argument("--name", help="model name (mar, savedmodel); default: DIR's name")
-    example = parser.add_argument_group("example input (PyTorch: required; Keras: optional check)")
+    example = parser.add_argument_group(
+        "example input (PyTorch: required; Keras: optional, for the check and the TF Serving "
+        "warm-up request)"
+    )
     example.add_argument(
         "--input-shape",
         metavar="N,D,...",
