@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=8, help="model size (default 8)")
     parser.add_argument("--runs", type=int, default=5, help="runs per mode (default 5)")
     args = parser.parse_args()
-    import boto3
+    import boto3  # type: ignore[import-untyped]
 
     with tempfile.TemporaryDirectory(prefix="kubeserve-coldstart-") as tmp:
         work = Path(tmp)
