@@ -119,6 +119,7 @@ class Runtime(StrEnum):
 class AutoscalingEngine(StrEnum):
     HPA = "hpa"
     KEDA = "keda"
+    KEDA_HTTP = "keda-http"
 
 
 class MetricType(StrEnum):
@@ -645,16 +646,60 @@ class Behavior(_Model):
         "How long load must stay low before the autoscaler removes pods (HPA "
         "behavior.scaleDown.stabilizationWindowSeconds; with KEDA the same through "
         "advanced.horizontalPodAutoscalerConfig, and the cooldownPeriod before scaling to "
-        "zero). Default: Kubernetes' 300.",
+        "zero; with keda-http the HTTPScaledObject's scaledownPeriod). Default: Kubernetes' "
+        "300.",
         default=None,
         ge=0,
         le=3600,
     )
 
 
+# engine keda-http: the metrics the KEDA HTTP add-on's interceptor measures itself.
+HTTP_METRIC_TYPES = (MetricType.REQUESTS_PER_SECOND, MetricType.CONCURRENCY)
+# A host the interceptor routes by (the request's Host header): a DNS name, lowercase.
+HTTP_HOST_PATTERN = DNS_SUBDOMAIN_PATTERN
+# A path prefix: an absolute URL path without query, fragment, spaces or control characters.
+HTTP_PATH_PREFIX_PATTERN = r"^/[^\x00-\x20\x7f?#]*$"
+DEFAULT_COLD_START_TIMEOUT_SECONDS = 300
+
+
+class HttpScaling(_Model):
+    hosts: (
+        list[Annotated[str, Field(min_length=1, max_length=253, pattern=HTTP_HOST_PATTERN)]] | None
+    ) = _desc(
+        "Host header values the interceptor routes to this model. Default: the model "
+        "Service's namespaced in-cluster names (<name>.<namespace>.svc.<clusterDomain>, "
+        "<name>.<namespace>.svc, <name>.<namespace>), which no other ModelDeployment can "
+        "claim. Every host must be unique across the cluster's HTTPScaledObjects.",
+        default=None,
+        min_length=1,
+        max_length=16,
+    )
+    path_prefixes: (
+        list[Annotated[str, Field(min_length=1, max_length=256, pattern=HTTP_PATH_PREFIX_PATTERN)]]
+        | None
+    ) = _desc(
+        "Route only requests whose path starts with one of these (e.g. /v1/models/resnet). "
+        "Default: every path of the hosts.",
+        default=None,
+        min_length=1,
+        max_length=16,
+    )
+    cold_start_timeout_seconds: int = _desc(
+        "How long the interceptor holds a request while the first pod starts (the "
+        "HTTPScaledObject's timeouts.conditionWait). A model server's cold start is its pod "
+        "start: scheduling, image pull, model download, load and warm-up, often minutes "
+        "(docs/coldstart.md); the add-on's own default (20 s) would fail most first requests.",
+        default=DEFAULT_COLD_START_TIMEOUT_SECONDS,
+        ge=1,
+        le=3600,
+    )
+
+
 class Autoscaling(_Model):
     min_replicas: int = _desc(
-        "Lowest replica count. 0 (scale to zero) needs engine keda and a metric with a query.",
+        "Lowest replica count. 0 (scale to zero) needs engine keda-http, or engine keda and "
+        "a metric with a query.",
         default=1,
         ge=0,
         le=1000,
@@ -663,7 +708,8 @@ class Autoscaling(_Model):
     engine: AutoscalingEngine = _desc(
         "hpa: an autoscaling/v2 HorizontalPodAutoscaler (runtime and GPU metrics need "
         "prometheus-adapter). keda: a KEDA ScaledObject (needs KEDA; queries Prometheus "
-        "directly).",
+        "directly). keda-http: a KEDA HTTP add-on HTTPScaledObject, whose interceptor "
+        "counts the requests and holds them while a model scaled to zero starts.",
         default=AutoscalingEngine.HPA,
     )
     metrics: list[Metric] = _desc(
@@ -674,21 +720,26 @@ class Autoscaling(_Model):
         max_length=8,
     )
     behavior: Behavior | None = _desc("Scaling behaviour.", default=None)
+    http: HttpScaling | None = _desc(
+        "engine keda-http only: how requests reach the interceptor and how long it holds them.",
+        default=None,
+    )
 
     cel_rules = (
         ("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must be <= maxReplicas"),
         (
-            "self.minReplicas >= 1 || self.engine == 'keda'",
-            "autoscaling.minReplicas 0 (scale to zero) needs engine keda",
+            "self.minReplicas >= 1 || self.engine in ['keda', 'keda-http']",
+            "autoscaling.minReplicas 0 (scale to zero) needs engine keda or keda-http",
         ),
         (
-            "self.minReplicas >= 1 || (has(self.metrics) && self.metrics.exists(m, has(m.query)))",
+            "self.minReplicas >= 1 || self.engine == 'keda-http' || "
+            "(has(self.metrics) && self.metrics.exists(m, has(m.query)))",
             "autoscaling.minReplicas 0 needs a metric with a query measured outside the model "
             "pods (e.g. your ingress's request rate): at zero replicas the pods report nothing, "
             "so cpu, memory and the runtime's own series could never scale back up",
         ),
         (
-            "self.engine == 'keda' || !has(self.metrics) || self.metrics.all(m, !has(m.query))",
+            "self.engine != 'hpa' || !has(self.metrics) || self.metrics.all(m, !has(m.query))",
             "autoscaling.metrics[].query needs engine keda; with hpa, metrics come from "
             "prometheus-adapter rules (docs/autoscaling.md)",
         ),
@@ -703,21 +754,51 @@ class Autoscaling(_Model):
             "n.type == m.type))",
             "autoscaling.metrics: list each type at most once",
         ),
+        (
+            "self.engine != 'keda-http' || (has(self.metrics) && size(self.metrics) == 1 && "
+            "self.metrics[0].type in ['requestsPerSecond', 'concurrency'])",
+            "autoscaling.engine keda-http scales on exactly one metric, requestsPerSecond or "
+            "concurrency, which the HTTP add-on's interceptor measures itself: list one",
+        ),
+        (
+            "self.engine != 'keda-http' || !has(self.metrics) || "
+            "self.metrics.all(m, !has(m.query))",
+            "autoscaling.metrics[].query is not used with engine keda-http: the interceptor "
+            "counts the requests itself; remove query",
+        ),
+        (
+            "self.engine != 'keda-http' || !has(self.metrics) || "
+            "self.metrics.all(m, double(int(m.target)) == double(m.target))",
+            "autoscaling.metrics[].target must be a whole number with engine keda-http (the "
+            "add-on's targetValue is an integer)",
+        ),
+        (
+            "!has(self.http) || self.engine == 'keda-http'",
+            "autoscaling.http applies only to engine keda-http",
+        ),
     )
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must be <= maxReplicas")
-        if self.min_replicas == 0 and self.engine != AutoscalingEngine.KEDA:
-            raise ValueError("minReplicas 0 (scale to zero) needs engine keda")
-        if self.min_replicas == 0 and not any(m.query for m in self.metrics):
+        if self.min_replicas == 0 and self.engine == AutoscalingEngine.HPA:
+            raise ValueError("minReplicas 0 (scale to zero) needs engine keda or keda-http")
+        if self.engine == AutoscalingEngine.KEDA_HTTP:
+            self._keda_http()
+        elif self.http is not None:
+            raise ValueError("http applies only to engine keda-http")
+        if (
+            self.min_replicas == 0
+            and self.engine == AutoscalingEngine.KEDA
+            and not any(m.query for m in self.metrics)
+        ):
             raise ValueError(
                 "minReplicas 0 needs a metric with a query measured outside the model pods "
                 "(e.g. your ingress's request rate): at zero replicas the pods report nothing, "
                 "so cpu, memory and the runtime's own series could never scale back up"
             )
-        if self.engine != AutoscalingEngine.KEDA and any(m.query for m in self.metrics):
+        if self.engine == AutoscalingEngine.HPA and any(m.query for m in self.metrics):
             raise ValueError(
                 "metrics[].query needs engine keda; with hpa, metrics come from "
                 "prometheus-adapter rules (docs/autoscaling.md)"
@@ -731,6 +812,27 @@ class Autoscaling(_Model):
         if len(set(types)) != len(types):
             raise ValueError("metrics: list each type at most once")
         return self
+
+    def _keda_http(self) -> None:
+        if (
+            "metrics" not in self.model_fields_set
+            or len(self.metrics) != 1
+            or self.metrics[0].type not in HTTP_METRIC_TYPES
+        ):
+            raise ValueError(
+                "engine keda-http scales on exactly one metric, requestsPerSecond or "
+                "concurrency, which the HTTP add-on's interceptor measures itself: list one"
+            )
+        if any(m.query for m in self.metrics):
+            raise ValueError(
+                "metrics[].query is not used with engine keda-http: the interceptor counts the "
+                "requests itself; remove query"
+            )
+        if any(not float(m.target).is_integer() for m in self.metrics):
+            raise ValueError(
+                "metrics[].target must be a whole number with engine keda-http (the add-on's "
+                "targetValue is an integer)"
+            )
 
 
 class Rollout(_Model):
@@ -925,6 +1027,11 @@ class Condition(_Model):
 
 class AutoscalerStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    mode: str | None = _desc(
+        "The autoscaling mode in force: hpa, keda, or keda-http (scale from zero through the "
+        "KEDA HTTP add-on's interceptor).",
+        default=None,
+    )
     current_replicas: int | None = _desc("Replicas the autoscaler sees now.", default=None)
     desired_replicas: int | None = _desc("Replicas the autoscaler wants.", default=None)
 
@@ -1082,6 +1189,7 @@ SCHEMA_MODELS: tuple[type[_Model], ...] = (
     EnvVar,
     Toleration,
     Gpu,
+    HttpScaling,
     Autoscaling,
     Rollout,
     ModelDeploymentSpec,

@@ -15,7 +15,8 @@ Where each permission comes from:
   setting it needs update on the owner's ``finalizers`` subresource.
 - Children (``CHILD_KINDS``): get (observe), list (the startup inventory, by label),
   create (server-side apply to a missing object is a create), patch (server-side apply),
-  delete (prune). Children that every cluster serves (all but KEDA's ScaledObject) are also
+  delete (prune). Children that every cluster serves (all but KEDA's ScaledObject and the
+  KEDA HTTP add-on's HTTPScaledObject) are also
   watched, by label: a deleted or hand-edited child is restored at once, and the Deployment's
   changes update the status.
 - Events (core v1): kopf posts them with POST, never PATCH or PUT (kopf's documented RBAC needs

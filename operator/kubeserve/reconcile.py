@@ -19,11 +19,14 @@ from .kube import ApiError, KubeClient
 from .render import render
 from .resources.autoscaling import (
     AUTOSCALER_READY,
+    KEDA_HTTP_NOT_INSTALLED,
     KEDA_NOT_INSTALLED,
     AutoscalerState,
     autoscaler_status,
     expected_autoscaler,
+    http_add_on_hpa_name,
     keda_hpa_name,
+    not_installed,
 )
 from .resources.kinds import CHILD_KINDS, ChildKind, kind_of
 from .resources.names import child_name
@@ -160,8 +163,8 @@ async def reconcile(
             if verdict.status == UNKNOWN:
                 raise
             deployment_failed = deployment_failed or kind.kind == "Deployment"
-            if kind.optional and verdict.reason == KEDA_NOT_INSTALLED.reason:
-                autoscaler_verdict = KEDA_NOT_INSTALLED
+            if kind.optional and verdict.reason in NOT_INSTALLED_REASONS:
+                autoscaler_verdict = not_installed(kind.api_version)
             blockers.append(verdict)
             continue
         cache.owners[(kind.kind, md.namespace, obj["metadata"]["name"])] = uid
@@ -185,12 +188,13 @@ async def reconcile(
         now=now,
         deployment=deployment,
         url=url(md, cfg),
-        autoscaler=_autoscaler_summary(autoscaler),
+        autoscaler=_autoscaler_summary(md, autoscaler, previous.get("autoscaler")),
     )
     events.extend(("Warning", b.reason, b.message) for b in blockers)
     return ReconcileResult(status, events, retry_after)
 
 
+NOT_INSTALLED_REASONS = frozenset({KEDA_NOT_INSTALLED.reason, KEDA_HTTP_NOT_INSTALLED.reason})
 # Children whose selector holds the Deployment's pod labels.
 SELECTOR_KINDS = frozenset({"Service", "PodDisruptionBudget", "NetworkPolicy"})
 PREDECESSOR_REASON = "PredecessorBeingDeleted"
@@ -295,17 +299,31 @@ async def _autoscaler_state(
     ref = expected_autoscaler(md)
     obj = applied.get(ref.kind) if ref else None
     hpa = None
+    hpa_name = None
     if obj is not None and obj.get("kind") == "ScaledObject":
-        hpa = await kube.get(
-            "autoscaling/v2", "horizontalpodautoscalers", md.namespace, keda_hpa_name(obj)
-        )
+        hpa_name = keda_hpa_name(obj)
+    elif obj is not None and obj.get("kind") == "HTTPScaledObject":
+        hpa_name = http_add_on_hpa_name(obj)
+    if hpa_name:
+        hpa = await kube.get("autoscaling/v2", "horizontalpodautoscalers", md.namespace, hpa_name)
     return autoscaler_status(obj, hpa=hpa)
 
 
-def _autoscaler_summary(state: AutoscalerState) -> dict[str, Any] | None:
-    if state.current is None and state.desired is None:
+def _autoscaler_summary(
+    md: ModelDeployment, state: AutoscalerState, before: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """status.autoscaler: the mode in force (the engine) and the replica counts.
+
+    An unknown count is left out, or sent as null (which the merge patch deletes) only when
+    the status still has one: a status read back then equals this, and needs no write.
+    """
+    if md.spec.autoscaling is None:
         return None
-    return {"currentReplicas": state.current, "desiredReplicas": state.desired}
+    summary: dict[str, Any] = {"mode": md.spec.autoscaling.engine.value}
+    for key, value in (("currentReplicas", state.current), ("desiredReplicas", state.desired)):
+        if value is not None or key in (before or {}):
+            summary[key] = value
+    return summary
 
 
 # Ready reasons that come from reconcile itself, not from the Deployment: a Deployment
@@ -316,6 +334,7 @@ RECONCILE_BLOCKERS = {
     "Forbidden",
     "ApplyRejected",
     "KEDANotInstalled",
+    "KEDAHTTPAddOnNotInstalled",
 }
 
 
@@ -396,7 +415,7 @@ async def _apply_failure(kube: KubeClient, kind: ChildKind, exc: ApiError) -> Ve
     if exc.transient:
         return Verdict("Ready", UNKNOWN, "ApiUnavailable", exc.message)
     if exc.status == 404 and kind.optional and not await kube.api_available(kind.api_version):
-        return as_ready(KEDA_NOT_INSTALLED)
+        return as_ready(not_installed(kind.api_version))
     if exc.status == 403:
         return Verdict(
             "Ready",

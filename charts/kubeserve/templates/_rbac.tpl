@@ -20,7 +20,8 @@ rbac.cluster_rules(), so a new child kind needs a line here too.
   resources: [modeldeployments/finalizers]
   verbs: [update]
 # Children (resources/kinds.py CHILD_KINDS): observe, list once at startup (the inventory),
-# server-side apply (create + patch), prune. All but KEDA's ScaledObject are also watched
+# server-side apply (create + patch), prune. All but KEDA's ScaledObject and its HTTP add-on's
+# HTTPScaledObject (optional: their CRDs may be absent) are also watched
 # (by label), so a deleted or hand-edited child is restored at once and the Deployment's
 # readiness reaches the ModelDeployment status.
 - apiGroups: [""]
@@ -37,6 +38,9 @@ rbac.cluster_rules(), so a new child kind needs a line here too.
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
+  verbs: [get, list, create, patch, delete]
+- apiGroups: [http.keda.sh]
+  resources: [httpscaledobjects]
   verbs: [get, list, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]

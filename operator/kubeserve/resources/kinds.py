@@ -10,7 +10,7 @@ class ChildKind:
     api_version: str
     kind: str
     plural: str
-    # Optional integrations (KEDA) may be absent from a cluster.
+    # Optional integrations (KEDA, its HTTP add-on) may be absent from a cluster.
     optional: bool = False
 
     @property
@@ -24,11 +24,12 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
     ChildKind("v1", "Service", "services"),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", optional=True),
+    ChildKind("http.keda.sh/v1alpha1", "HTTPScaledObject", "httpscaledobjects", optional=True),
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
 )
-# Watched by label (handlers.py): every kind a cluster always serves. KEDA may be absent, so
-# a ScaledObject's drift waits for the resync.
+# Watched by label (handlers.py): every kind a cluster always serves. KEDA and its HTTP
+# add-on may be absent, so drift of their objects waits for the resync.
 WATCHED_CHILD_KINDS = tuple(kind for kind in CHILD_KINDS if not kind.optional)
 
 
