@@ -8,6 +8,11 @@ according to its fate, and finishes the deletion of terminating pods.
 A pod's fate comes from its model-server image tag, so a test picks it with ``spec.image``:
 ``:crashloop`` crash-loops, ``:never-ready`` runs but never passes its readiness probe,
 anything else becomes Running and Ready.
+
+A pod that becomes Ready gets the timestamps of a cold start (``COLD_START``), counted from
+its creation as a kubelet would write them: the storage initializer runs, then reports its
+download in its termination message, then the server starts and becomes Ready. They lie a
+few seconds in the future of the write; nothing in the control plane minds.
 """
 
 from __future__ import annotations
@@ -76,6 +81,25 @@ def gpu_node(
         extended = {"nvidia.com/gpu": str(count)}
     taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
     return SimNode(name, extended=extended, labels=labels, taints=(taint,))
+
+
+@dataclass(frozen=True)
+class ColdStartTimeline:
+    """Seconds after the pod's creation, and what the storage initializer reports."""
+
+    init_started: int = 1
+    init_finished: int = 5
+    server_started: int = 6
+    ready: int = 10
+    download_report: str = '{"downloadSeconds":3.25,"bytes":524288,"cache":"miss"}'
+
+
+COLD_START = ColdStartTimeline()
+
+
+def _after(created: str, seconds: int) -> str:
+    start = datetime.datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ")
+    return (start + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _now() -> str:
@@ -264,6 +288,9 @@ class NodeSimulator:
 
     def _pod_status(self, pod: dict[str, Any], fate: Fate) -> dict[str, Any]:
         now = _now()
+        created = pod["metadata"]["creationTimestamp"]
+        timeline = COLD_START
+        started = _after(created, timeline.server_started)
         n = next(self._ips)
         ip = f"10.244.{n // 250}.{n % 250 + 2}"
         ready = fate is Fate.READY
@@ -276,7 +303,7 @@ class NodeSimulator:
                 "ready": ready,
                 "started": True,
                 "restartCount": 0,
-                "state": {"running": {"startedAt": now}},
+                "state": {"running": {"startedAt": started}},
             }
             if fate is Fate.CRASH_LOOP:
                 entry.update(
@@ -309,8 +336,9 @@ class NodeSimulator:
                     "terminated": {
                         "exitCode": 0,
                         "reason": "Completed",
-                        "startedAt": now,
-                        "finishedAt": now,
+                        "message": timeline.download_report,
+                        "startedAt": _after(created, timeline.init_started),
+                        "finishedAt": _after(created, timeline.init_finished),
                     }
                 },
             }
@@ -318,7 +346,8 @@ class NodeSimulator:
         ]
 
         def cond(kind: str, value: bool) -> dict[str, str]:
-            return {"type": kind, "status": str(value), "lastTransitionTime": now}
+            at = _after(created, timeline.ready) if value and kind.endswith("Ready") else now
+            return {"type": kind, "status": str(value), "lastTransitionTime": at}
 
         return {
             "phase": "Running",
