@@ -132,7 +132,7 @@ class ColdStarts:
     FRESH_MARGIN = timedelta(seconds=30)
 
     def __init__(self, now: datetime | None = None) -> None:
-        self._pending: dict[tuple[str, str], ColdStart] = {}
+        self._pending: dict[tuple[str, str], dict[tuple[str, int], ColdStart]] = {}
         self._recorded: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._since = (now or datetime.now(UTC)) - self.FRESH_MARGIN
 
@@ -140,22 +140,23 @@ class ColdStarts:
         """Keep ``start`` for ``key`` if it is news; True when the queue should run."""
         if start.key in self._recorded:
             return False
-        pending = self._pending.get(key)
-        if pending is not None and pending.ready_at > start.ready_at:
+        pending = self._pending.setdefault(key, {})
+        if start.key in pending:
             return False
-        self._pending[key] = start
+        pending[start.key] = start
         return True
 
     def has_pending(self, key: tuple[str, str]) -> bool:
         return key in self._pending
 
-    def take(self, key: tuple[str, str]) -> ColdStart | None:
-        start = self._pending.pop(key, None)
-        if start is not None:
+    def take(self, key: tuple[str, str]) -> list[ColdStart]:
+        """Every pod start pending for ``key``, oldest first; each is recorded once."""
+        starts = sorted(self._pending.pop(key, {}).values(), key=lambda s: (s.ready_at, s.pod))
+        for start in starts:
             self._recorded[start.key] = None
-            while len(self._recorded) > self.REMEMBERED:
-                self._recorded.popitem(last=False)
-        return start
+        while len(self._recorded) > self.REMEMBERED:
+            self._recorded.popitem(last=False)
+        return starts
 
     def fresh(self, start: ColdStart) -> bool:
         ready_at = _time(start.ready_at)

@@ -333,15 +333,15 @@ def _with_cold_start(
     memo: kopf.Memo, key: Hashable, body: dict[str, Any], result: ReconcileResult
 ) -> ReconcileResult:
     """Record a pending cold start: the histograms, and the status if it is the latest."""
-    start = memo.cold_starts.take(key)
-    if start is None:
-        return result
+    starts = memo.cold_starts.take(key)
     namespace, name = str(key[0]), str(key[1])  # type: ignore[index]
-    if memo.cold_starts.fresh(start):
-        metrics.observe_cold_start(namespace, name, start.stages())
-    if not coldstarts.newer(start, body.get("status")):
+    for start in starts:
+        if memo.cold_starts.fresh(start):
+            metrics.observe_cold_start(namespace, name, start.stages())
+    if not starts or not coldstarts.newer(starts[-1], body.get("status")):
         return result
-    return dataclasses.replace(result, status={**result.status, "lastColdStart": start.status()})
+    latest = starts[-1].status()
+    return dataclasses.replace(result, status={**result.status, "lastColdStart": latest})
 
 
 async def _reconcile(

@@ -218,7 +218,7 @@ def _cluster_md(kube: Kube) -> None:
 
 @pytest.fixture(scope="module")
 def run(
-    tmp_path_factory: pytest.TempPathFactory, operator: Operator, kube: Kube, nodes: Any
+    tmp_path_factory: pytest.TempPathFactory, operator: Operator, kube: Kube, scheduler: None
 ) -> Iterator[Run]:
     if PROMETHEUS is None:
         message = "Prometheus is not installed (apt-get install prometheus)"
@@ -243,7 +243,6 @@ def run(
                              "metrics": [{"type": "gpuUtilization", "target": 70}]}},
         ),
     }  # fmt: skip
-    _cluster_md(kube)
     with contextlib.ExitStack() as stack:
         servers = {}
         for pod in ONNX_PODS:
@@ -271,6 +270,8 @@ def run(
                    {"namespace": "kubeserve", "pod": "kubeserve-operator-0"}),
         ]  # fmt: skip
         prom = stack.enter_context(prometheus(tmp / "prom", targets))
+        # Created while Prometheus watches: its reconciles and pod starts land in the window.
+        _cluster_md(kube)
 
         load = Load()
         for pod, (runtime, served) in servers.items():

@@ -111,22 +111,23 @@ def test_each_pod_start_is_recorded_once() -> None:
     starts = ColdStarts()
     key = ("ml", "m")
     assert starts.offer(key, _start("2026-12-06T10:00:10Z"))
+    assert not starts.offer(key, _start("2026-12-06T10:00:10Z"))  # another event of it
     assert starts.has_pending(key)
-    assert starts.take(key) is not None
+    assert len(starts.take(key)) == 1
     assert not starts.has_pending(key)
-    # The watch replays the same pod (a relist, another event of it): nothing new.
+    # The watch replays the same pod (a relist): nothing new.
     assert not starts.offer(key, _start("2026-12-06T10:00:10Z"))
     # The same pod's server restarted: a new cold start.
     assert starts.offer(key, _start("2026-12-06T10:05:00Z", restarts=1))
 
 
-def test_the_latest_pending_start_wins() -> None:
+def test_every_pending_start_is_taken_oldest_first() -> None:
     starts = ColdStarts()
     key = ("ml", "m")
     assert starts.offer(key, _start("2026-12-06T10:00:20Z", uid="b"))
-    assert not starts.offer(key, _start("2026-12-06T10:00:10Z", uid="a"))
-    taken = starts.take(key)
-    assert taken is not None and taken.uid == "b"
+    assert starts.offer(key, _start("2026-12-06T10:00:10Z", uid="a"))
+    assert [s.uid for s in starts.take(key)] == ["a", "b"]
+    assert starts.take(key) == []
 
 
 def test_only_starts_since_the_process_began_are_fresh() -> None:
