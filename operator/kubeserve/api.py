@@ -689,7 +689,8 @@ class HttpScaling(_Model):
         "How long the interceptor holds a request while the first pod starts (the "
         "HTTPScaledObject's timeouts.conditionWait). A model server's cold start is its pod "
         "start: scheduling, image pull, model download, load and warm-up, often minutes "
-        "(docs/coldstart.md); the add-on's own default (20 s) would fail most first requests.",
+        "(docs/coldstart.md); the add-on's global default is sized for apps that start in "
+        "seconds.",
         default=DEFAULT_COLD_START_TIMEOUT_SECONDS,
         ge=1,
         le=3600,

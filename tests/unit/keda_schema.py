@@ -203,10 +203,117 @@ def _is_float(text: str) -> bool:
     return True
 
 
+_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"  # Go's time.ParseDuration
+_INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
+
+# The KEDA HTTP add-on's HTTPScaledObject (http.keda.sh/v1alpha1), written from its CRD's
+# schema (the copy the cluster tests install, from the add-on's config/crd), closed with
+# additionalProperties so a misspelt field fails here instead of being pruned there.
+HTTP_SCALED_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "http.keda.sh/v1alpha1"},
+        "kind": {"const": "HTTPScaledObject"},
+        "metadata": SCALED_OBJECT_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "required": ["scaleTargetRef"],
+            "additionalProperties": False,
+            "properties": {
+                "hosts": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "pathPrefixes": {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^/"},
+                },
+                "scaleTargetRef": {
+                    "type": "object",
+                    "required": ["service"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "name": {"type": "string", "minLength": 1},
+                        "service": {"type": "string", "minLength": 1},
+                        "port": {**_INT32, "minimum": 1, "maximum": 65535},
+                        "portName": {"type": "string", "minLength": 1},
+                    },
+                },
+                "replicas": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "min": {**_INT32, "minimum": 0},
+                        "max": {**_INT32, "minimum": 1},
+                    },
+                },
+                "scalingMetric": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "properties": {
+                        "concurrency": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"targetValue": {"type": "integer", "minimum": 1}},
+                        },
+                        "requestRate": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "targetValue": {"type": "integer", "minimum": 1},
+                                "window": {"type": "string", "pattern": _DURATION},
+                                "granularity": {"type": "string", "pattern": _DURATION},
+                            },
+                        },
+                    },
+                },
+                "scaledownPeriod": {**_INT32, "minimum": 0},
+                "initialCooldownPeriod": {**_INT32, "minimum": 0},
+                "timeouts": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "conditionWait": {"type": "string", "pattern": _DURATION},
+                        "responseHeader": {"type": "string", "pattern": _DURATION},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def http_scaled_object_errors(obj: dict[str, Any]) -> list[str]:
+    """The schema, the CRD's CEL rule on scaleTargetRef, and what the add-on needs to scale."""
+    validator = jsonschema.Draft202012Validator(HTTP_SCALED_OBJECT_SCHEMA)
+    errors = [
+        f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(obj)
+    ]
+    if errors:
+        return errors
+    spec = obj["spec"]
+    ref = spec["scaleTargetRef"]
+    if ("portName" in ref) == ("port" in ref):
+        errors.append("scaleTargetRef: must define either the 'portName' or the 'port'")
+    if not ref.get("name"):
+        errors.append("scaleTargetRef.name: the workload to scale")
+    replicas = spec.get("replicas", {})
+    if replicas.get("min", 0) > replicas.get("max", 100):
+        errors.append("replicas.min must be <= replicas.max")
+    if not spec.get("hosts"):
+        errors.append("hosts: the interceptor routes by Host header; list at least one")
+    return errors
+
+
 def child_errors(obj: dict[str, Any]) -> list[str]:
-    """Any rendered child: ScaledObjects here, built-in kinds with the Kubernetes schemas."""
+    """Any rendered child: KEDA's kinds here, built-in kinds with the Kubernetes schemas."""
     if obj.get("kind") == "ScaledObject":
         return scaled_object_errors(obj)
+    if obj.get("kind") == "HTTPScaledObject":
+        return http_scaled_object_errors(obj)
     try:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:

@@ -404,6 +404,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "hpa-floor-two": {"autoscaling": {**scaling("hpa", METRICS["cpu"]), "minReplicas": 2}},
     "keda": {"autoscaling": scaling("keda", METRICS["requestsPerSecond"])},
     "keda-zero": {"autoscaling": ZERO},
+    "keda-http": {
+        "autoscaling": {**scaling("keda-http", METRICS["requestsPerSecond"]), "minReplicas": 0}
+    },
 }
 KINDS = {
     "off": {"Deployment", "Service"},
@@ -412,7 +415,9 @@ KINDS = {
     "hpa-floor-two": {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"},
     "keda": {"Deployment", "Service", "ScaledObject"},
     "keda-zero": {"Deployment", "Service", "ScaledObject"},
+    "keda-http": {"Deployment", "Service", "HTTPScaledObject"},
 }
+AUTOSCALER_KINDS = {"HorizontalPodAutoscaler", "ScaledObject", "HTTPScaledObject"}
 
 
 def kinds(spec: dict[str, Any]) -> set[str]:
@@ -434,13 +439,13 @@ def test_switching_leaves_one_autoscaler_or_none(before: str, after: str) -> Non
     """What reconcile prunes on an edit: the kinds rendered before but not after."""
     pruned = kinds(SPECS[before]) - kinds(SPECS[after])
     remaining = kinds(SPECS[after])
-    assert len(remaining & {"HorizontalPodAutoscaler", "ScaledObject"}) == (
-        1 if "autoscaling" in SPECS[after] else 0
-    )
+    assert len(remaining & AUTOSCALER_KINDS) == (1 if "autoscaling" in SPECS[after] else 0)
     if "HorizontalPodAutoscaler" in kinds(SPECS[before]) and "keda" in after:
         assert "HorizontalPodAutoscaler" in pruned
-    if "ScaledObject" in kinds(SPECS[before]) and "keda" not in after:
+    if "ScaledObject" in kinds(SPECS[before]) and after not in ("keda", "keda-zero"):
         assert "ScaledObject" in pruned
+    if "HTTPScaledObject" in kinds(SPECS[before]) and after != "keda-http":
+        assert "HTTPScaledObject" in pruned
     # Children keep their names across engines, so an edit never leaves a renamed twin.
     names = {child["metadata"]["name"] for child in render(md(**SPECS[after]), CFG)}
     assert names == {"resnet"}
@@ -846,17 +851,25 @@ def test_malformed_autoscaling_is_rejected_by_schema_and_pydantic(name: str) -> 
 
 
 def test_docs_explain_every_autoscaling_field_and_metric_type() -> None:
-    from kubeserve.api import Autoscaling, Behavior, Metric
+    from kubeserve.api import Autoscaling, Behavior, HttpScaling, Metric
 
     docs = (ROOT / "docs" / "autoscaling.md").read_text()
-    for model, prefix in ((Autoscaling, ""), (Metric, "metrics[]."), (Behavior, "behavior.")):
+    for model, prefix in (
+        (Autoscaling, ""),
+        (Metric, "metrics[]."),
+        (Behavior, "behavior."),
+        (HttpScaling, "http."),
+    ):
         for name, field in model.model_fields.items():
             assert f"`{prefix}{field.alias or name}`" in docs, f"{prefix}{field.alias or name}"
     for metric in MetricType:
         assert f"| `{metric.value}` |" in docs, metric
 
 
-@pytest.mark.parametrize("example", ["gpu-tfserving", "mig-onnxruntime", "keda-scale-to-zero"])
+@pytest.mark.parametrize(
+    "example",
+    ["gpu-tfserving", "mig-onnxruntime", "keda-scale-to-zero", "keda-http-scale-to-zero"],
+)
 def test_examples_render_valid_children(example: str) -> None:
     import yaml
 
@@ -876,5 +889,6 @@ def test_examples_render_valid_children(example: str) -> None:
             "PodDisruptionBudget",
         },
         "keda-scale-to-zero": {"Deployment", "Service", "ScaledObject"},
+        "keda-http-scale-to-zero": {"Deployment", "Service", "HTTPScaledObject"},
     }[example]
     assert kinds_rendered == expected
