@@ -26,8 +26,8 @@ def children(kube: Kube, namespace: str, name: str) -> dict[str, dict[str, Any]]
     """The children present, by kind, named after the ModelDeployment."""
     found = {}
     for kind in CHILD_KINDS:
-        if kind.kind == "ScaledObject":
-            continue  # KEDA's CRDs may be absent
+        if kind.optional:
+            continue  # KEDA's and its HTTP add-on's CRDs may be absent
         obj = kube.get(kind.api_version, kind.plural, namespace, name)
         if obj is not None:
             found[kind.kind] = obj
@@ -77,18 +77,25 @@ def test_each_example_becomes_ready_with_owned_children(
 ) -> None:
     body = yaml.safe_load(path.read_text())
     name = body["metadata"]["name"]
-    if body["spec"].get("autoscaling", {}).get("engine") == "keda":
+    engine = body["spec"].get("autoscaling", {}).get("engine")
+    if engine in ("keda", "keda-http"):
         request.getfixturevalue("third_party_crds")
     uri = body["spec"]["model"]["uri"]
     if uri.startswith("pvc://"):
         provide_claim(kube, namespace, uri.removeprefix("pvc://").split("/")[0])
     tools.kubectl("apply", "-n", namespace, "-f", str(path))
     if body["spec"].get("autoscaling", {}).get("minReplicas") == 0:
-        # Scaled to zero by KEDA, which does not run here: the ScaledObject is the proof.
+        # Scaled to zero by KEDA, which does not run here: the ScaledObject (or the HTTP
+        # add-on's HTTPScaledObject) is the proof.
+        api, plural = (
+            ("http.keda.sh/v1alpha1", "httpscaledobjects")
+            if engine == "keda-http"
+            else ("keda.sh/v1alpha1", "scaledobjects")
+        )
         scaled = eventually(
-            lambda: kube.get("keda.sh/v1alpha1", "scaledobjects", namespace, name),
+            lambda: kube.get(api, plural, namespace, name),
             timeout=READY_SECONDS,
-            what="the ScaledObject",
+            what=f"the {plural}",
         )
         assert scaled["spec"]["scaleTargetRef"]["name"] == name
         return
