@@ -15,6 +15,7 @@ from cluster_env import Operator, md, model_deployment, ready_at_generation
 from e2elib import Kube as Tools
 from kubeapi import Kube, eventually
 from nodesim import COLD_START
+from prometheus_client.parser import text_string_to_metric_families
 from test_model_lifecycle import provide_claim
 
 pytestmark = pytest.mark.usefixtures("operator", "scheduler")
@@ -35,12 +36,13 @@ def _pods(kube: Kube, namespace: str) -> set[str]:
     return {p["metadata"]["name"] for p in kube.list("v1", "pods", namespace)}
 
 
-def _metric(operator: Operator, series: str) -> float | None:
+def _metric(operator: Operator, name: str, **labels: str) -> float | None:
+    """A sample of the operator's /metrics, whatever order its labels are written in."""
     url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else None
+        families = text_string_to_metric_families(response.read().decode())
+        samples = [s for f in families for s in f.samples]
+    return next((s.value for s in samples if s.name == name and s.labels == labels), None)
 
 
 def test_the_status_and_the_histograms_give_each_stage(

@@ -266,11 +266,19 @@ def run(
             Target("tfserving-canary", tfs.address, "/metrics",
                    {"namespace": NAMESPACE, "pod": TFS_DECOY}),
             Target("dcgm-exporter", dcgm.address, "/metrics", honor_labels=True),
+            # As the chart's ServiceMonitor scrapes it: honorLabels keeps the namespace
+            # label of the per-ModelDeployment series.
             Target(OPERATOR_JOB, f"127.0.0.1:{operator.metrics_port}", "/metrics",
-                   {"namespace": "kubeserve", "pod": "kubeserve-operator-0"}),
+                   {"namespace": "kubeserve", "pod": "kubeserve-operator-0"},
+                   honor_labels=True),
         ]  # fmt: skip
         prom = stack.enter_context(prometheus(tmp / "prom", targets))
-        # Created while Prometheus watches: its reconciles and pod starts land in the window.
+        # Created once Prometheus has scraped the operator: its reconcile and pod starts
+        # count in the window.
+        eventually(
+            lambda: prom.query(f'up{{job="{OPERATOR_JOB}"}} == 1'),
+            timeout=30, what="a first scrape of the operator",
+        )  # fmt: skip
         _cluster_md(kube)
 
         load = Load()
