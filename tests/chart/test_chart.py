@@ -462,7 +462,13 @@ def test_service_monitor_behind_a_value(render: Render) -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert monitor["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
+        {
+            "port": "metrics",
+            "path": "/metrics",
+            "honorLabels": True,  # the per-ModelDeployment series' namespace label
+            "interval": "15s",
+            "scrapeTimeout": "5s",
+        }
     ]
     assert svc["spec"]["ports"][0]["port"] == 9191
     assert "--metrics-port=9191" in container(objects)["args"]
