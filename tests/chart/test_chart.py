@@ -116,6 +116,8 @@ def test_every_object_is_labelled_and_namespaced_in_the_release(
             assert meta["namespace"] == NAMESPACE  # the Lease lives with the operator
         elif obj["kind"] in {"Role", "RoleBinding"}:
             assert meta["namespace"] in watched
+        elif obj["kind"] == "ConfigMap":  # dashboard, adapter rules: where their reader is
+            assert meta["namespace"] in {NAMESPACE, "monitoring"}
         else:
             assert meta["namespace"] == NAMESPACE
 
