@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 assets:
 	@if [ -f $(SHARED_K8S)/unpack.sh ]; then bash $(SHARED_K8S)/unpack.sh .build/k8s; \
 	else echo "assets: no $(SHARED_K8S); tests/cluster uses \$$KUBEBUILDER_ASSETS or skips"; fi
+	@bash scripts/install-prometheus.sh || echo "assets: no Prometheus; test_prometheus.py skips"
 
 lint: setup
 	$(BIN)/ruff check operator tests bench scripts
