@@ -33,6 +33,7 @@ def package_mar(
     handler: str | None,
     tolerance: float,
     force: bool,
+    torchscript: str | None = None,
 ) -> Packaged:
     target = out_dir / f"{name}.mar"
     if target.exists() and not force:
@@ -41,7 +42,7 @@ def package_mar(
     checks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="kubeserve-mar-") as tmp:
         work = Path(tmp)
-        scripted, how = to_torchscript(model, example)
+        scripted, how = to_torchscript(model, example, torchscript)
         serialized = work / f"{name}.pt"
         scripted.save(str(serialized))
         config = work / HANDLER_CONFIG
@@ -77,12 +78,34 @@ def _dtype_name(tensor: Any) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
-def to_torchscript(model: TorchModel, example: Any) -> tuple[Any, str]:
-    """Script when possible (keeps control flow), else trace with the example input."""
+def to_torchscript(model: TorchModel, example: Any, how: str | None = None) -> tuple[Any, str]:
+    """`how` None: script when possible (keeps control flow), else trace with the example.
+
+    "script" or "trace" insists on that one and fails with its error. Either way the archive
+    holds only TorchScript, so TorchServe never needs the model's Python class, and verify()
+    compares it with the eager model on the example and on another batch size."""
     import torch
 
     if model.scripted:
         return model.module, "loading the TorchScript file"
+    if how == "script":
+        try:
+            return torch.jit.script(model.module), "torch.jit.script"
+        except Exception as exc:
+            raise LocalError(
+                f"torch.jit.script cannot compile the model (try --torchscript trace): "
+                f"{first_line(exc)}"
+            ) from exc
+    if how == "trace":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(model.module, (example,))  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise LocalError(
+                f"torch.jit.trace failed on the example input: {first_line(exc)}"
+            ) from exc
+        return traced, "torch.jit.trace with the example input"
     try:
         return torch.jit.script(model.module), "torch.jit.script"
     except Exception:
