@@ -893,12 +893,49 @@ class Batching(_Model):
     )
 
 
+class Threads(_Model):
+    intra_op: int | None = _desc(
+        "Threads one inference may use: ONNX Runtime's intra-op pool, TF Serving's "
+        "--tensorflow_intra_op_parallelism, OMP_NUM_THREADS and MKL_NUM_THREADS in each "
+        "TorchServe worker. Default: the container's CPU limit (spec.resources.limits.cpu) "
+        "rounded up, divided among TorchServe's workers; without a CPU limit, the runtime's "
+        "own default (one per core of the node).",
+        default=None,
+        ge=1,
+        le=256,
+    )
+    inter_op: int | None = _desc(
+        "Threads that run independent operators side by side: TF Serving's "
+        "--tensorflow_inter_op_parallelism (default with a CPU limit: 2, or 1 with a 1-CPU "
+        "limit), ONNX Runtime's inter-op pool (used only in parallel execution mode; default: "
+        "ONNX Runtime's). Not for torchserve.",
+        default=None,
+        ge=1,
+        le=256,
+    )
+    workers: int | None = _desc(
+        "torchserve only: model worker processes, each holding its own copy of the model in "
+        "memory (minWorkers, maxWorkers, default_workers_per_model). Default 1.",
+        default=None,
+        ge=1,
+        le=64,
+    )
+
+
 class SessionOptions(_Model):
     intra_op_threads: int = _desc(
-        "ONNX Runtime intra-op threads (0: one per core).", default=0, ge=0, le=256
+        "ONNX Runtime intra-op threads (0: from the CPU limit, as spec.threads.intraOp). "
+        "spec.threads.intraOp says the same for every runtime; set one of the two.",
+        default=0,
+        ge=0,
+        le=256,
     )
     inter_op_threads: int = _desc(
-        "ONNX Runtime inter-op threads (0: default).", default=0, ge=0, le=256
+        "ONNX Runtime inter-op threads (0: default). spec.threads.interOp says the same; set "
+        "one of the two.",
+        default=0,
+        ge=0,
+        le=256,
     )
     graph_optimization_level: GraphOptimizationLevel = _desc(
         "ONNX Runtime graph optimisation level.", default=GraphOptimizationLevel.ALL
@@ -972,6 +1009,11 @@ class ModelDeploymentSpec(_Model):
     session_options: SessionOptions | None = _desc(
         "ONNX Runtime session options (runtime onnxruntime only).", default=None
     )
+    threads: Threads | None = _desc(
+        "Thread counts of the server, for every runtime. Unset counts are derived from the "
+        "container's CPU limit (docs/runtimes.md#threads).",
+        default=None,
+    )
     network_policy: NetworkPolicy | None = _desc(
         "Optional NetworkPolicy restricting ingress to the serving ports.", default=None
     )
@@ -980,6 +1022,23 @@ class ModelDeploymentSpec(_Model):
         (
             "!has(self.sessionOptions) || self.runtime == 'onnxruntime'",
             "sessionOptions applies only to runtime onnxruntime",
+        ),
+        (
+            "!has(self.threads) || !has(self.threads.workers) || self.runtime == 'torchserve'",
+            "threads.workers applies only to runtime torchserve (its model worker processes)",
+        ),
+        (
+            "!has(self.threads) || !has(self.threads.interOp) || self.runtime != 'torchserve'",
+            "threads.interOp does not apply to runtime torchserve: set threads.intraOp (threads "
+            "per worker) and threads.workers",
+        ),
+        (
+            "!has(self.threads) || !has(self.sessionOptions) || "
+            "((!has(self.threads.intraOp) || !has(self.sessionOptions.intraOpThreads) || "
+            "self.sessionOptions.intraOpThreads == 0) && (!has(self.threads.interOp) || "
+            "!has(self.sessionOptions.interOpThreads) || self.sessionOptions.interOpThreads == 0))",
+            "set each thread count once: in threads (intraOp, interOp) or in sessionOptions "
+            "(intraOpThreads, interOpThreads), not both",
         ),
         # A transition rule (the API server checks it on updates only). The runtime is in
         # the Deployment's selector, which Kubernetes never lets change.
@@ -1009,6 +1068,28 @@ class ModelDeploymentSpec(_Model):
     def _session_options(self) -> ModelDeploymentSpec:
         if self.session_options is not None and self.runtime != Runtime.ONNXRUNTIME:
             raise ValueError("sessionOptions applies only to runtime onnxruntime")
+        threads, session = self.threads, self.session_options
+        if threads and threads.workers is not None and self.runtime != Runtime.TORCHSERVE:
+            raise ValueError(
+                "threads.workers applies only to runtime torchserve (its model worker processes)"
+            )
+        if threads and threads.inter_op is not None and self.runtime == Runtime.TORCHSERVE:
+            raise ValueError(
+                "threads.interOp does not apply to runtime torchserve: set threads.intraOp "
+                "(threads per worker) and threads.workers"
+            )
+        if (
+            threads
+            and session
+            and (
+                (threads.intra_op is not None and session.intra_op_threads)
+                or (threads.inter_op is not None and session.inter_op_threads)
+            )
+        ):
+            raise ValueError(
+                "set each thread count once: in threads (intraOp, interOp) or in "
+                "sessionOptions (intraOpThreads, interOpThreads), not both"
+            )
         return self
 
 

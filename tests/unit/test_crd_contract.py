@@ -73,6 +73,15 @@ VALID = {
     "rolling": md(rollout={"maxSurge": 0, "maxUnavailable": "50%"}),
     "batching": md(batching={"maxBatchSize": 32, "maxDelayMs": 2.5}),
     "session": md(sessionOptions={"intraOpThreads": 2, "graphOptimizationLevel": "basic"}),
+    "threads-onnx": md(threads={"intraOp": 2, "interOp": 1}),
+    "threads-with-session-level": md(
+        threads={"intraOp": 2}, sessionOptions={"graphOptimizationLevel": "basic"}
+    ),
+    "threads-session-disjoint": md(threads={"intraOp": 2}, sessionOptions={"interOpThreads": 1}),
+    "threads-tfserving": md(runtime="tfserving", threads={"intraOp": 4, "interOp": 2}),
+    "threads-torchserve": md(
+        runtime="torchserve", model={"uri": "pvc://c/p"}, threads={"intraOp": 2, "workers": 2}
+    ),
     "netpol": md(
         networkPolicy={"enabled": True, "from": [{"podSelector": {"matchLabels": {"a": "b"}}}]}
     ),
@@ -113,6 +122,19 @@ INVALID = {
     ),
     "recreate-with-surge": (md(rollout={"strategy": "Recreate", "maxSurge": 1}), "spec.rollout"),
     "session-on-tfserving": (md(runtime="tfserving", sessionOptions={"intraOpThreads": 1}), "spec"),
+    "workers-on-onnx": (md(threads={"workers": 2}), "spec"),
+    "workers-on-tfserving": (md(runtime="tfserving", threads={"workers": 2}), "spec"),
+    "inter-op-on-torchserve": (md(runtime="torchserve", threads={"interOp": 2}), "spec"),
+    "threads-twice": (md(threads={"intraOp": 2}, sessionOptions={"intraOpThreads": 4}), "spec"),
+    "inter-threads-twice": (
+        md(threads={"interOp": 1}, sessionOptions={"interOpThreads": 1}),
+        "spec",
+    ),
+    "threads-zero": (md(threads={"intraOp": 0}), "spec.threads.intraOp"),
+    "workers-too-many": (
+        md(runtime="torchserve", threads={"workers": 65}),
+        "spec.threads.workers",
+    ),
     "env-both": (md(env=[{"name": "A", "value": "1", "valueFrom": {}}]), "spec.env.0"),
     "bad-quantity": (md(resources={"requests": {"cpu": "lots"}}), "spec.resources.requests.cpu"),
     "batch-too-big": (md(batching={"maxBatchSize": 100000}), "spec.batching.maxBatchSize"),
