@@ -143,6 +143,12 @@ class GraphOptimizationLevel(StrEnum):
     ALL = "all"
 
 
+class ExecutionProvider(StrEnum):
+    CPU = "CPU"
+    CUDA = "CUDA"
+    TENSORRT = "TensorRT"
+
+
 def _matching(pattern: str, what: str) -> AfterValidator:
     def check(value: str | int) -> str | int:
         if isinstance(value, str) and not re.match(pattern, value):
@@ -940,6 +946,43 @@ class SessionOptions(_Model):
     graph_optimization_level: GraphOptimizationLevel = _desc(
         "ONNX Runtime graph optimisation level.", default=GraphOptimizationLevel.ALL
     )
+    execution_provider: ExecutionProvider | None = _desc(
+        "ONNX Runtime execution provider: CPU, CUDA or TensorRT (nodes a provider cannot run "
+        "fall back: TensorRT to CUDA to CPU). CUDA and TensorRT need spec.gpu, and so the GPU "
+        "image; the server refuses to start when its onnxruntime build lacks the provider. "
+        "TensorRT builds an engine per input shape at load and on each new shape (seconds to "
+        "minutes). Default: CUDA with spec.gpu (falling back to CPU with a warning), else CPU.",
+        default=None,
+    )
+
+
+class TFServingOptions(_Model):
+    xla: bool = _desc(
+        "Pass --xla_cpu_compilation_enabled=true: XLA:CPU JIT for the SavedModel's functions "
+        "exported with jit_compile=True (without it TF Serving refuses to compile them). "
+        "Each new input shape compiles once (latency spike, memory).",
+        default=False,
+    )
+    batch_threads: int | None = _desc(
+        "Batching: num_batch_threads, batches processed in parallel. Default 4. Needs "
+        "spec.batching.",
+        default=None,
+        ge=1,
+        le=256,
+    )
+    max_enqueued_batches: int | None = _desc(
+        "Batching: max_enqueued_batches, the queue before requests are refused with "
+        "UNAVAILABLE. Default 1000. Needs spec.batching.",
+        default=None,
+        ge=1,
+        le=1_000_000,
+    )
+    pad_variable_length_inputs: bool | None = _desc(
+        "Batching: pad_variable_length_inputs, pad inputs of different lengths (2nd "
+        "dimension on) to the longest in the batch; the model must tolerate the padding. "
+        "Default false. Needs spec.batching.",
+        default=None,
+    )
 
 
 class NetworkPolicy(_Model):
@@ -1017,6 +1060,9 @@ class ModelDeploymentSpec(_Model):
     network_policy: NetworkPolicy | None = _desc(
         "Optional NetworkPolicy restricting ingress to the serving ports.", default=None
     )
+    tfserving: TFServingOptions | None = _desc(
+        "TF Serving options: XLA and batching (runtime tfserving only).", default=None
+    )
 
     cel_rules = (
         (
@@ -1046,7 +1092,50 @@ class ModelDeploymentSpec(_Model):
             "self.runtime == oldSelf.runtime",
             "runtime is immutable: create a new ModelDeployment for the new runtime",
         ),
+        (
+            "!has(self.sessionOptions) || !has(self.sessionOptions.executionProvider) || "
+            "self.sessionOptions.executionProvider == 'CPU' || has(self.gpu)",
+            "sessionOptions.executionProvider CUDA and TensorRT need spec.gpu (a GPU node and "
+            "the GPU image)",
+        ),
+        (
+            "!has(self.tfserving) || self.runtime == 'tfserving'",
+            "tfserving applies only to runtime tfserving",
+        ),
+        (
+            "!has(self.tfserving) || has(self.batching) || (!has(self.tfserving.batchThreads) "
+            "&& !has(self.tfserving.maxEnqueuedBatches) && "
+            "!has(self.tfserving.padVariableLengthInputs))",
+            "tfserving.batchThreads, maxEnqueuedBatches and padVariableLengthInputs tune "
+            "batching: set spec.batching too",
+        ),
     )
+
+    @model_validator(mode="after")
+    def _runtime_options(self) -> ModelDeploymentSpec:
+        provider = self.session_options.execution_provider if self.session_options else None
+        if provider not in (None, ExecutionProvider.CPU) and self.gpu is None:
+            raise ValueError(
+                "sessionOptions.executionProvider CUDA and TensorRT need spec.gpu (a GPU node "
+                "and the GPU image)"
+            )
+        tfs = self.tfserving
+        if tfs is not None and self.runtime != Runtime.TFSERVING:
+            raise ValueError("tfserving applies only to runtime tfserving")
+        if (
+            tfs is not None
+            and self.batching is None
+            and (
+                tfs.batch_threads is not None
+                or tfs.max_enqueued_batches is not None
+                or tfs.pad_variable_length_inputs is not None
+            )
+        ):
+            raise ValueError(
+                "tfserving.batchThreads, maxEnqueuedBatches and padVariableLengthInputs tune "
+                "batching: set spec.batching too"
+            )
+        return self
 
     @field_validator("node_selector")
     @classmethod

@@ -48,6 +48,10 @@ class OnnxRuntime:
                 f"--inter-op-threads={options.inter_op_threads}",
                 f"--graph-optimization-level={options.graph_optimization_level.value}",
             ]
+        provider = options.execution_provider if options else None
+        if provider:
+            # Strict: the server refuses to start without this provider (no CPU fallback).
+            args.append(f"--execution-provider={provider.value.lower()}")
         return {
             "name": SERVER_CONTAINER,
             "image": ctx.image,

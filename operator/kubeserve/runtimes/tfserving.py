@@ -35,6 +35,8 @@ REST_PORT = 8501
 METRICS_PATH = "/monitoring/prometheus/metrics"
 MONITORING_FILE = "monitoring_config.txt"
 BATCHING_FILE = "batching_parameters.txt"
+DEFAULT_BATCH_THREADS = 4  # num_batch_threads without spec.tfserving.batchThreads
+DEFAULT_ENQUEUED_BATCHES = 1000
 
 
 class TFServing:
@@ -56,6 +58,10 @@ class TFServing:
                 "--enable_batching=true",
                 f"--batching_parameters_file={CONFIG_DIR}/{BATCHING_FILE}",
             ]
+        if md.spec.tfserving and md.spec.tfserving.xla:
+            # tensorflow_model_server 2.x's own flag (model_servers/main.cc): without it the
+            # server calls DisableXlaCompilation(), and jit_compile=True functions fail.
+            args.append("--xla_cpu_compilation_enabled=true")
         return {
             "name": SERVER_CONTAINER,
             "image": ctx.image,
@@ -75,17 +81,32 @@ class TFServing:
         monitoring = f'prometheus_config {{\n  enable: true,\n  path: "{METRICS_PATH}"\n}}\n'
         files = {MONITORING_FILE: monitoring}
         if md.spec.batching:
-            b = md.spec.batching
-            files[BATCHING_FILE] = (
-                f"max_batch_size {{ value: {b.max_batch_size} }}\n"
-                f"batch_timeout_micros {{ value: {round(b.max_delay_ms * 1000)} }}\n"
-                f"max_enqueued_batches {{ value: 1000 }}\n"
-                f"num_batch_threads {{ value: 4 }}\n"
-            )
+            files[BATCHING_FILE] = batching_parameters(md)
         return files
 
     def series(self, metric: MetricType) -> PromSeries | None:
         return _SERIES.get(metric)
+
+
+def batching_parameters(md: ModelDeployment) -> str:
+    """The BatchingParameters text proto (tensorflow_serving/servables/tensorflow/
+    session_bundle_config.proto): wrapped values, except the plain bool
+    pad_variable_length_inputs."""
+    batching, tfs = md.spec.batching, md.spec.tfserving
+    assert batching is not None
+    threads = tfs.batch_threads if tfs and tfs.batch_threads else DEFAULT_BATCH_THREADS
+    queue = (
+        tfs.max_enqueued_batches if tfs and tfs.max_enqueued_batches else DEFAULT_ENQUEUED_BATCHES
+    )
+    text = (
+        f"max_batch_size {{ value: {batching.max_batch_size} }}\n"
+        f"batch_timeout_micros {{ value: {round(batching.max_delay_ms * 1000)} }}\n"
+        f"max_enqueued_batches {{ value: {queue} }}\n"
+        f"num_batch_threads {{ value: {threads} }}\n"
+    )
+    if tfs and tfs.pad_variable_length_inputs:
+        text += "pad_variable_length_inputs: true\n"
+    return text
 
 
 _SERIES = {

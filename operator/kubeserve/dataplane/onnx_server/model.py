@@ -35,6 +35,14 @@ GRAPH_OPTIMIZATION_LEVELS: Mapping[str, Any] = {
 
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+# --execution-provider NAME -> the providers handed to InferenceSession, in priority order:
+# ORT places each node on the first provider that can run it.
+PROVIDER_CHAINS: Mapping[str, tuple[str, ...]] = {
+    "cpu": (CPU_PROVIDER,),
+    "cuda": (CUDA_PROVIDER, CPU_PROVIDER),
+    "tensorrt": (TENSORRT_PROVIDER, CUDA_PROVIDER, CPU_PROVIDER),
+}
 
 
 class ModelLoadError(Exception):
@@ -48,6 +56,7 @@ class SessionSettings:
     graph_optimization_level: str = "all"
     device: str = "cpu"
     spinning: bool = False
+    execution_provider: str | None = None  # strict (required_providers); None: by device
 
 
 def select_providers(device: str, available: Sequence[str]) -> list[str]:
@@ -61,6 +70,22 @@ def select_providers(device: str, available: Sequence[str]) -> list[str]:
             ", ".join(available),
         )
     return [CPU_PROVIDER]
+
+
+def required_providers(name: str, available: Sequence[str]) -> list[str]:
+    """The chain for --execution-provider NAME; ModelLoadError when the build lacks it.
+
+    No silent CPU fallback: a spec that asks for CUDA or TensorRT and gets CPU would run,
+    slowly, on a GPU node it pays for."""
+    chain = PROVIDER_CHAINS[name]
+    if chain[0] not in available:
+        raise ModelLoadError(
+            f"execution provider {name}: {chain[0]} is not available in this onnxruntime "
+            f"build (available: {', '.join(available)}); use the GPU image "
+            "(onnxruntime-gpu) on a node with a GPU, or another sessionOptions.executionProvider"
+        )
+    # TensorRT falls back to CUDA for the nodes it cannot run, where CUDA is there.
+    return [provider for provider in chain if provider in available]
 
 
 class LoadedModel:
@@ -113,11 +138,23 @@ def load_model(path: Path, settings: SessionSettings) -> LoadedModel:
     spin = "1" if settings.spinning else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)
-    providers = select_providers(settings.device, ort.get_available_providers())
+    available = ort.get_available_providers()
+    if settings.execution_provider:
+        providers = required_providers(settings.execution_provider, available)
+    else:
+        providers = select_providers(settings.device, available)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own exception types for bad files
         raise ModelLoadError(f"onnxruntime could not load {path}: {exc}") from exc
+    if settings.execution_provider and session.get_providers()[0] != providers[0]:
+        # ORT drops a provider whose libraries (CUDA, cuDNN, TensorRT) fail to load, logs
+        # it, and carries on with the rest.
+        raise ModelLoadError(
+            f"execution provider {settings.execution_provider}: onnxruntime could not start "
+            f"{providers[0]} (the session has {', '.join(session.get_providers())}); check "
+            "the CUDA/TensorRT libraries in the image and the GPU on the node"
+        )
     model = LoadedModel(session)
     unsupported = [
         f"{spec.name} ({spec.datatype})"

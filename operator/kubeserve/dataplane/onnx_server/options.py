@@ -14,6 +14,8 @@ from pathlib import Path
 MODEL_FILE = "model.onnx"
 GRAPH_OPTIMIZATION_CHOICES = ("all", "extended", "basic", "disable")
 DEVICE_CHOICES = ("cpu", "cuda")
+# spec.sessionOptions.executionProvider, lower-cased. Strict, unlike --device's CUDA-or-CPU.
+EXECUTION_PROVIDER_CHOICES = ("cpu", "cuda", "tensorrt")
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -29,6 +31,7 @@ class ServerOptions:
     inter_op_threads: int = 0
     graph_optimization_level: str = "all"
     device: str = "cpu"
+    execution_provider: str | None = None  # None: by device; else exactly this (model.py)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     warmup: bool = True
     intra_op_spinning: bool = False  # let ORT's idle threads busy-wait (see model.py)
@@ -55,6 +58,13 @@ class ServerOptions:
             )
         if self.device not in DEVICE_CHOICES:
             raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)}")
+        if (
+            self.execution_provider is not None
+            and self.execution_provider not in EXECUTION_PROVIDER_CHOICES
+        ):
+            raise ValueError(
+                f"execution_provider must be one of {', '.join(EXECUTION_PROVIDER_CHOICES)}"
+            )
         if self.max_body_bytes < 1:
             raise ValueError("max_body_bytes must be positive")
         if self.shutdown_timeout_s < 0:
@@ -92,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--graph-optimization-level", choices=GRAPH_OPTIMIZATION_CHOICES, default="all"
     )
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
+    parser.add_argument(
+        "--execution-provider",
+        choices=EXECUTION_PROVIDER_CHOICES,
+        default=None,
+        help="run on exactly this ONNX Runtime provider (falling back per node: tensorrt -> "
+        "cuda -> cpu), or fail to start when this onnxruntime build lacks it "
+        "(default: by --device, CUDA falling back to CPU with a warning)",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument(
         "--no-warmup",
@@ -126,6 +144,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[ServerOptions, str
             inter_op_threads=args.inter_op_threads,
             graph_optimization_level=args.graph_optimization_level,
             device=args.device,
+            execution_provider=args.execution_provider,
             max_body_bytes=args.max_body_bytes,
             warmup=args.warmup,
             intra_op_spinning=args.intra_op_spinning,

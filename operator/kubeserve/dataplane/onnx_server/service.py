@@ -91,6 +91,7 @@ class InferenceService:
             graph_optimization_level=options.graph_optimization_level,
             device=options.device,
             spinning=options.intra_op_spinning,
+            execution_provider=options.execution_provider,
         )
         started = time.perf_counter()
         model = await loop.run_in_executor(self._executor, load_model, options.model_path, settings)

@@ -37,6 +37,11 @@ async def run(
         graph_optimization_level=session.graph_optimization_level.value if session else "all",
         # As in the cluster: a GPU spec asks for CUDA; the server falls back to CPU with a warning.
         device="cuda" if md.spec.gpu else "cpu",
+        execution_provider=(
+            session.execution_provider.value.lower()
+            if session and session.execution_provider
+            else None
+        ),
     )
     if not options.model_path.is_file():
         raise LocalError(
