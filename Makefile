@@ -65,6 +65,8 @@ crd: setup
 # Everything generated from the code: the CRD and the chart's files (dashboard, adapter rules).
 generate: crd
 	$(BIN)/python -m kubeserve.chartfiles charts/kubeserve/files
+	cd operator && ../$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. \
+		--grpc_python_out=. kubeserve/dataplane/onnx_server/oip/inference.proto
 
 bench: setup
 	$(BIN)/python bench/reconcile.py

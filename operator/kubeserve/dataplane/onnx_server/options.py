@@ -25,6 +25,9 @@ class ServerOptions:
     model_name: str
     host: str = "127.0.0.1"
     port: int = 8080  # 0 picks a free port (see OnnxServer.port)
+    # The OIP v2 gRPC port: None is off, 0 picks a free port (OnnxServer.grpc_port). The
+    # command line's --grpc-port 0 (its default) means off.
+    grpc_port: int | None = None
     max_batch_size: int = 1  # rows along axis 0; 1 turns batching off
     max_batch_delay_ms: float = 0.0
     intra_op_threads: int = 0  # 0: ONNX Runtime's default
@@ -46,6 +49,8 @@ class ServerOptions:
             raise ValueError(f"model name {self.model_name!r} must be non-empty without '/'")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"grpc_port {self.grpc_port} is out of range")
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if self.max_batch_delay_ms < 0:
@@ -84,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", required=True, metavar="NAME")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        help="also serve the Open Inference Protocol v2 over gRPC on this port (0: off)",
+    )
     parser.add_argument(
         "--max-batch-size",
         type=int,
@@ -138,6 +149,7 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[ServerOptions, str
             model_name=args.model_name,
             host=args.host,
             port=args.port,
+            grpc_port=args.grpc_port or None,
             max_batch_size=args.max_batch_size,
             max_batch_delay_ms=args.max_batch_delay_ms,
             intra_op_threads=args.intra_op_threads,

@@ -135,15 +135,13 @@ def decode_request(
                 )
             chunk = binary[offset : offset + size]
             offset += size
-            decoded[name] = _decode_binary_data(name, datatype, shape, chunk)
+            decoded[name] = decode_binary_data(name, datatype, shape, chunk)
     if offset != len(binary):
         raise BadRequest(
             f"the body has {len(binary)} bytes after the JSON header but the inputs' "
             f"binary_data_size add up to {offset}"
         )
-    missing = [name for name in inputs if name not in decoded]
-    if missing:
-        raise BadRequest(f"missing input(s): {', '.join(missing)}")
+    check_all_given(decoded, inputs)
 
     return InferRequest(request_id, decoded, _requested_outputs(doc, outputs))
 
@@ -157,30 +155,19 @@ def _input_header(
     name = raw.get("name")
     if not isinstance(name, str):
         raise BadRequest(f"inputs[{position}] has no string 'name'")
-    spec = inputs.get(name)
-    if spec is None:
-        raise BadRequest(f"unknown input '{name}'; the model's inputs are: {', '.join(inputs)}")
+    spec = input_spec(name, inputs)
 
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
         raise BadRequest(f"input '{name}' has no string 'datatype'")
-    if datatype != spec.datatype:
-        raise BadRequest(
-            f"input '{name}' has datatype {datatype} but the model expects {spec.datatype}"
-        )
-    if datatype not in V2_TO_NUMPY:
-        raise BadRequest(f"input '{name}': datatype {datatype} is not supported by this server")
+    check_datatype(spec, datatype)
 
     shape = raw.get("shape")
     if not isinstance(shape, list) or not all(
-        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
+        isinstance(dim, int) and not isinstance(dim, bool) for dim in shape
     ):
         raise BadRequest(f"input '{name}' needs 'shape', a list of non-negative integers")
-    if not spec.accepts_shape(shape):
-        raise BadRequest(
-            f"input '{name}' has shape {shape} but the model expects {list(spec.shape)} "
-            "(-1 is any size)"
-        )
+    check_shape(spec, shape)
 
     size: int | None = None
     parameters = raw.get("parameters")
@@ -192,6 +179,51 @@ def _input_header(
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise BadRequest(f"input '{name}': binary_data_size must be a non-negative integer")
     return name, datatype, tuple(shape), size
+
+
+# The checks below are shared by both protocols (HTTP here, gRPC in grpc_codec.py), so a bad
+# request gets the same message whichever way it came.
+
+
+def input_spec(name: str, inputs: Mapping[str, TensorSpec]) -> TensorSpec:
+    spec = inputs.get(name)
+    if spec is None:
+        raise BadRequest(f"unknown input '{name}'; the model's inputs are: {', '.join(inputs)}")
+    return spec
+
+
+def check_datatype(spec: TensorSpec, datatype: str) -> None:
+    if datatype != spec.datatype:
+        raise BadRequest(
+            f"input '{spec.name}' has datatype {datatype} but the model expects {spec.datatype}"
+        )
+    if datatype not in V2_TO_NUMPY:
+        raise BadRequest(
+            f"input '{spec.name}': datatype {datatype} is not supported by this server"
+        )
+
+
+def check_shape(spec: TensorSpec, shape: Sequence[int]) -> None:
+    if any(dim < 0 for dim in shape):
+        raise BadRequest(f"input '{spec.name}' needs 'shape', a list of non-negative integers")
+    if not spec.accepts_shape(shape):
+        raise BadRequest(
+            f"input '{spec.name}' has shape {list(shape)} but the model expects "
+            f"{list(spec.shape)} (-1 is any size)"
+        )
+
+
+def check_all_given(decoded: Mapping[str, np.ndarray], inputs: Mapping[str, TensorSpec]) -> None:
+    missing = [name for name in inputs if name not in decoded]
+    if missing:
+        raise BadRequest(f"missing input(s): {', '.join(missing)}")
+
+
+def output_spec(name: str, outputs: Mapping[str, TensorSpec]) -> TensorSpec:
+    spec = outputs.get(name)
+    if spec is None:
+        raise BadRequest(f"unknown output '{name}'; the model's outputs are: {', '.join(outputs)}")
+    return spec
 
 
 def _decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: object) -> np.ndarray:
@@ -233,7 +265,7 @@ def _decode_json_data(name: str, datatype: str, shape: tuple[int, ...], data: ob
     return array.astype(dtype, copy=False).reshape(shape)
 
 
-def _decode_binary_data(
+def decode_binary_data(
     name: str, datatype: str, shape: tuple[int, ...], chunk: memoryview
 ) -> np.ndarray:
     expected = math.prod(shape)
@@ -296,10 +328,7 @@ def _requested_outputs(
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
             raise BadRequest(f"outputs[{position}] must be an object with a string 'name'")
         name = raw["name"]
-        if name not in outputs:
-            raise BadRequest(
-                f"unknown output '{name}'; the model's outputs are: {', '.join(outputs)}"
-            )
+        output_spec(name, outputs)
         out_parameters = raw.get("parameters") or {}
         if not isinstance(out_parameters, dict):
             raise BadRequest(f"output '{name}': 'parameters' must be an object")
@@ -328,7 +357,7 @@ def encode_response(
             "shape": list(array.shape),
         }
         if requested.binary:
-            blob = _binary_bytes(array)
+            blob = binary_bytes(array)
             blobs.append(blob)
             tensor["parameters"] = {"binary_data_size": len(blob)}
         else:
@@ -349,7 +378,7 @@ def _json_data(array: np.ndarray) -> list[Any] | np.ndarray:
     return np.ascontiguousarray(array).ravel()
 
 
-def _binary_bytes(array: np.ndarray) -> bytes:
+def binary_bytes(array: np.ndarray) -> bytes:
     if array.dtype.kind in "OUS":
         parts: list[bytes] = []
         for item in array.ravel():

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .app import IN_FLIGHT, LOAD_TASK, SERVICE, build_app
 from .options import ServerOptions
 from .service import InferenceService
+
+if TYPE_CHECKING:
+    from .grpc_app import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +23,15 @@ class OnnxServer:
 
     `start()` binds the port (so /v2/health/live answers at once) and starts loading the model in
     the background; `wait_ready()` returns once the model is loaded and warmed up, or raises the
-    load error; `stop()` drains (see there), then frees the model.
+    load error; `stop()` drains (see there), then frees the model. With `options.grpc_port`
+    set, `start()` also binds the gRPC server (grpc_app.py) in this loop, over the same service.
     """
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self.app = build_app(options)
         self._runner: web.AppRunner | None = None
+        self.grpc: GrpcServer | None = None
 
     @property
     def service(self) -> InferenceService:
@@ -44,6 +50,20 @@ class OnnxServer:
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
+    @property
+    def grpc_port(self) -> int:
+        """The bound gRPC port; RuntimeError when gRPC is off or not started."""
+        if self.grpc is None:
+            raise RuntimeError("the gRPC server is not started")
+        return self.grpc.port
+
+    @property
+    def grpc_address(self) -> str:
+        """HOST:PORT of the gRPC server, as gRPC clients take it."""
+        if self.grpc is None:
+            raise RuntimeError("the gRPC server is not started")
+        return self.grpc.address
+
     async def start(self) -> None:
         runner = web.AppRunner(
             self.app,
@@ -55,6 +75,13 @@ class OnnxServer:
         try:
             site = web.TCPSite(runner, self.options.host, self.options.port, reuse_address=True)
             await site.start()
+            if self.options.grpc_port is not None:
+                # Imported only here: it registers the `inference.*` protobuf messages (grpc_app).
+                from .grpc_app import GrpcServer
+
+                grpc_server = GrpcServer(self.service, self.options)
+                await grpc_server.start()
+                self.grpc = grpc_server
         except BaseException:
             await runner.cleanup()
             raise
@@ -83,6 +110,12 @@ class OnnxServer:
             return
         runner, self._runner = self._runner, None
         self.service.start_draining()
+        # gRPC drains beside HTTP: health turns NOT_SERVING, new calls are refused (a client
+        # retries them elsewhere), calls in flight finish; all before the model is freed.
+        grpc_stopped = None
+        if self.grpc is not None:
+            grpc_stop = self.grpc.stop(self.options.shutdown_timeout_s)
+            grpc_stopped = asyncio.get_running_loop().create_task(grpc_stop)
         for site in runner.sites:
             await site.stop()
         await asyncio.sleep(0)  # requests already read start their handlers first
@@ -95,6 +128,8 @@ class OnnxServer:
                 in_flight.count,
                 self.options.shutdown_timeout_s,
             )
+        if grpc_stopped is not None:
+            await grpc_stopped
         await runner.cleanup()
 
 
@@ -121,6 +156,11 @@ async def serve(
             server.url,
             options.model_name,
         )
+        if server.grpc is not None:
+            log.info(
+                "gRPC (inference.GRPCInferenceService, grpc.health.v1.Health) at %s",
+                server.grpc_address,
+            )
         if ready is not None:
             ready.set()
         await (stop.wait() if stop is not None else asyncio.get_running_loop().create_future())

@@ -10,15 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from kubeserve import __version__
 
 from . import jsoncodec
 from .batcher import Batcher
-from .errors import BadRequest, ModelNotFound, NotReady, PayloadTooLarge, ServingError
+from .errors import (
+    BadRequest,
+    InferenceFailed,
+    ModelNotFound,
+    NotReady,
+    PayloadTooLarge,
+    ServingError,
+)
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import ServerMetrics
 from .model import LoadedModel, SessionSettings, load_model
@@ -27,6 +37,7 @@ from .protocol import (
     BINARY_CONTENT_TYPE,
     HEADER_LENGTH,
     JSON_CONTENT_TYPE,
+    InferRequest,
     TensorSpec,
     decode_request,
     encode_response,
@@ -39,6 +50,10 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "kubeserve-onnxruntime"
 MODEL_VERSION = "1"  # one model file, one version; clients may name it in the URL
 EXTENSIONS = ("binary_tensor_data",)
+
+# Turns a request of some protocol into an InferRequest checked against the model's inputs and
+# outputs (raising BadRequest); the gRPC server passes one (grpc_codec.decode_request).
+Decoder = Callable[[Mapping[str, TensorSpec], Mapping[str, TensorSpec]], InferRequest]
 
 
 @dataclass(frozen=True)
@@ -244,4 +259,37 @@ class InferenceService:
         return Reply(200, payload, BINARY_CONTENT_TYPE, {HEADER_LENGTH: str(json_length)})
 
     def metrics_reply(self) -> Reply:
+    async def infer_tensors(
+        self, name: str, version: str | None, decode: Decoder
+    ) -> tuple[InferRequest, dict[str, np.ndarray]]:
+        """The protocol-neutral infer, for the gRPC server: check the model, decode and validate
+        the request with `decode`, then run it through the same batcher as HTTP requests (so
+        both protocols are merged into the same session calls). Returns the request and all of
+        the model's outputs; raises ServingError. Counted in the metrics like `infer`, with the
+        HTTP status the failure maps to; an unknown model name is not counted (see `infer`).
+        """
+        started = time.perf_counter()
+        self.check_model(name, version)
+        try:
+            if not self._ready.is_set() or self.batcher is None:  # draining still serves
+                raise NotReady(f"model '{name}' is not ready")
+            request = decode(self._inputs, self._outputs)
+            outputs = await self.batcher.submit(request.inputs)
+        except ServingError as exc:
+            self.metrics.observe_request(exc.status, time.perf_counter() - started)
+            raise
+        except Exception as exc:  # a bug of ours must fail this request only
+            log.exception("unexpected error in an infer request")
+            self.metrics.observe_request(500, time.perf_counter() - started)
+            raise InferenceFailed(f"internal error: {type(exc).__name__}: {exc}") from exc
+        self.metrics.observe_request(200, time.perf_counter() - started)
+        return request, outputs
+
+    def metadata_doc(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """Model metadata as a dict (the gRPC server's ModelMetadata); raises ServingError."""
+        self.check_model(name, version)
+        if self.model is None:
+            raise NotReady(f"model '{name}' is still loading")
+        return model_metadata(name, MODEL_VERSION, self.model.inputs, self.model.outputs)
+
         return Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE)
