@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..api import ModelDeployment, RolloutStrategy
+from .. import cpu
+from ..api import ModelDeployment, RolloutStrategy, _quantity
 from ..config import OperatorConfig
 from ..runtimes import runtime_for
 from ..runtimes.base import CONFIG_DIR, BuildContext
@@ -38,7 +39,17 @@ def build_context(md: ModelDeployment, cfg: OperatorConfig) -> BuildContext:
         image=md.spec.image or cfg.image(md.spec.runtime, gpu),
         gpu=gpu,
         image_pull_policy=cfg.image_pull_policy,
+        cpu_budget=cpu_budget(md),
     )
+
+
+def cpu_budget(md: ModelDeployment) -> int | None:
+    """The server's CPU limit in whole CPUs, rounded up; None without one (the defaults set
+    none: see _resources). The runtimes size their thread pools to it (kubeserve.cpu)."""
+    limits = md.spec.resources.limits if md.spec.resources else None
+    if not limits or "cpu" not in limits:
+        return None
+    return cpu.cpus_from_cores(float(_quantity(limits["cpu"])))
 
 
 def deployment(

@@ -49,6 +49,9 @@ class BuildContext:
     image: str
     gpu: bool
     image_pull_policy: str
+    # Whole CPUs of the server container's CPU limit, rounded up (kubeserve.cpu); None without
+    # a limit, when the runtimes keep their own thread defaults.
+    cpu_budget: int | None = None
 
 
 class ServingRuntime(Protocol):

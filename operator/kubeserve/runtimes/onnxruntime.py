@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import MetricType, ModelDeployment, Runtime
+from ..cpu import Threads, onnxruntime_threads
 from .base import (
     MODEL_DIR,
     SERVER_CONTAINER,
@@ -42,12 +43,13 @@ class OnnxRuntime:
                 f"--max-batch-size={batching.max_batch_size}",
                 f"--max-batch-delay-ms={batching.max_delay_ms:g}",
             ]
+        threads = thread_settings(md, ctx.cpu_budget)
+        if threads.intra_op:
+            args.append(f"--intra-op-threads={threads.intra_op}")
+        if threads.inter_op:
+            args.append(f"--inter-op-threads={threads.inter_op}")
         if options:
-            args += [
-                f"--intra-op-threads={options.intra_op_threads}",
-                f"--inter-op-threads={options.inter_op_threads}",
-                f"--graph-optimization-level={options.graph_optimization_level.value}",
-            ]
+            args.append(f"--graph-optimization-level={options.graph_optimization_level.value}")
         provider = options.execution_provider if options else None
         if provider:
             # Strict: the server refuses to start without this provider (no CPU fallback).
@@ -71,6 +73,17 @@ class OnnxRuntime:
 
     def series(self, metric: MetricType) -> PromSeries | None:
         return _SERIES.get(metric)
+
+
+def thread_settings(md: ModelDeployment, cpu_budget: int | None) -> Threads:
+    """spec.threads, else sessionOptions' counts (the API admits one of the two), else the
+    budget. Without a budget the server reads its cgroup's CPU limit itself."""
+    threads, options = md.spec.threads, md.spec.session_options
+    return onnxruntime_threads(
+        cpu_budget,
+        intra_op=(threads and threads.intra_op) or (options and options.intra_op_threads) or None,
+        inter_op=(threads and threads.inter_op) or (options and options.inter_op_threads) or None,
+    )
 
 
 _SERIES = {

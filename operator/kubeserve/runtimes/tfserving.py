@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import MetricType, ModelDeployment, Runtime
+from ..cpu import Threads, tfserving_threads
 from .base import (
     CONFIG_DIR,
     MODEL_DIR,
@@ -62,6 +63,7 @@ class TFServing:
             # tensorflow_model_server 2.x's own flag (model_servers/main.cc): without it the
             # server calls DisableXlaCompilation(), and jit_compile=True functions fail.
             args.append("--xla_cpu_compilation_enabled=true")
+        args += thread_args(thread_settings(md, ctx.cpu_budget))
         return {
             "name": SERVER_CONTAINER,
             "image": ctx.image,
@@ -86,6 +88,25 @@ class TFServing:
 
     def series(self, metric: MetricType) -> PromSeries | None:
         return _SERIES.get(metric)
+
+
+def thread_settings(md: ModelDeployment, cpu_budget: int | None) -> Threads:
+    threads = md.spec.threads
+    return tfserving_threads(
+        cpu_budget,
+        intra_op=threads.intra_op if threads else None,
+        inter_op=threads.inter_op if threads else None,
+    )
+
+
+def thread_args(threads: Threads) -> list[str]:
+    """Flags for what is known; the rest stays TF's default (one thread per core)."""
+    args = []
+    if threads.intra_op:
+        args.append(f"--tensorflow_intra_op_parallelism={threads.intra_op}")
+    if threads.inter_op:
+        args.append(f"--tensorflow_inter_op_parallelism={threads.inter_op}")
+    return args
 
 
 def batching_parameters(md: ModelDeployment) -> str:

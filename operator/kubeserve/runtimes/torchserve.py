@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..api import MetricType, ModelDeployment, Runtime
+from ..cpu import Threads, torch_env, torchserve_threads
 from .base import (
     CONFIG_DIR,
     MODEL_DIR,
@@ -89,6 +90,8 @@ class TorchServe:
                 {"name": "LOG_LOCATION", "value": "/tmp/logs"},
                 {"name": "METRICS_LOCATION", "value": "/tmp/logs"},
                 {"name": "TEMP", "value": "/tmp"},
+                # Threads per worker, from the CPU limit or spec.threads.intraOp.
+                *torch_env(thread_settings(md, ctx.cpu_budget)),
             ],
             "startupProbe": startup_probe(http_probe("/ping", "http", period=5, failures=1)),
             # /ping is the frontend only (module docstring); readiness is the model's worker.
@@ -131,6 +134,17 @@ def has_ready_worker(description: object) -> bool:
     )
 
 
+def thread_settings(md: ModelDeployment, cpu_budget: int | None) -> Threads:
+    """Workers from spec.threads (default 1), threads per worker: intraOp, else the budget
+    divided among the workers (kubeserve.cpu)."""
+    threads = md.spec.threads
+    return torchserve_threads(
+        cpu_budget,
+        intra_op=threads.intra_op if threads else None,
+        workers=threads.workers if threads else None,
+    )
+
+
 def _gpu_count(md: ModelDeployment) -> int:
     return md.spec.gpu.count if md.spec.gpu else 0
 
@@ -147,10 +161,11 @@ def config_properties(
 ) -> str:
     """TorchServe's config.properties; `kubeserve serve` reuses it with local ports."""
     batching = md.spec.batching
+    workers = thread_settings(md, None).workers or 1
     model = {
         "marName": f"{md.model_name}.mar",
-        "minWorkers": 1,
-        "maxWorkers": 1,
+        "minWorkers": workers,
+        "maxWorkers": workers,
         "batchSize": batching.max_batch_size if batching else 1,
         "maxBatchDelay": round(batching.max_delay_ms) if batching else 0,
         "responseTimeout": 120,
@@ -173,7 +188,7 @@ def config_properties(
         "enable_model_api": "false",
         "install_py_dep_per_model": "false",
         "enable_envvars_config": "false",
-        "default_workers_per_model": "1",
+        "default_workers_per_model": str(workers),
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
