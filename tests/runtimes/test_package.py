@@ -26,8 +26,13 @@ from fixtures_local import (
     TINY_MODEL,
     TINY_MODEL_FILE,
     error_lines,
+    http,
+    max_diff,
     run_cli,
     run_python,
+    serving,
+    torch_reference,
+    write_md,
 )
 
 from kubeserve.cli import main
@@ -267,3 +272,147 @@ def test_the_cli_does_not_import_heavy_frameworks_until_a_command_runs(tmp_path:
         tmp=tmp_path,
     )
     assert done == []
+
+
+# --- --quantize (ONNX Runtime int8) -------------------------------------------------------
+
+ROWS = [[0.5, -1.0, 2.0, 0.25], [0.0, 0.0, 0.0, 0.0], [3.0, 1.0, -2.0, 1.5]]
+# int8 moves this model's logits by about 1e-2 on rows like the calibration rows (measured
+# 0.011-0.013), more on rows outside their range.
+QUANT_TOLERANCE = 0.25
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("calibration") / "rows.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(96, 4)).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module", params=["dynamic", "static"])
+def quantized(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, calibration: Path
+) -> tuple[str, Path, str, str]:
+    mode: str = request.param
+    out = tmp_path_factory.mktemp(f"quant-{mode}") / "tiny"
+    extra = ["--calibration", str(calibration)] if mode == "static" else []
+    status, stdout, stderr = package(
+        TINY_MODEL, "--input-shape", "1,4", "--format", "onnx", "--quantize", mode,
+        "--bench-runs", "20", "-o", str(out), *extra,
+    )  # fmt: skip
+    assert status == 0, stderr
+    return mode, out, stdout, stderr
+
+
+def test_quantized_model_is_int8_and_the_real_onnx_server_answers_with_it(
+    quantized: tuple[str, Path, str, str],
+) -> None:
+    mode, out, _stdout, _stderr = quantized
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert ("MatMulInteger" if mode == "dynamic" else "QuantizeLinear") in ops, ops
+    md = write_md(out.parent / "md.yaml", "tiny", "onnxruntime", str(out))
+    with serving(md, tmp=out.parent) as served:
+        status, body = http(
+            "POST",
+            f"{served.url}/infer",
+            {"inputs": [{"name": "input", "shape": [3, 4], "datatype": "FP32", "data": ROWS}]},
+        )
+    assert status == 200, body
+    [output] = body["outputs"]
+    assert output["shape"] == [3, 3]
+    answer = np.asarray(output["data"]).reshape(3, 3)
+    # The server answers exactly what the artifact computes...
+    artifact = run_onnx(out / "model.onnx", torch.tensor(ROWS))
+    assert np.max(np.abs(answer - artifact)) <= TOLERANCE
+    # ...which is near torch's float answer. ROWS[2] (3.0, -2.0) lies at the edge of the
+    # N(0, 1) calibration rows: static quantisation clips it a little (measured 0.107).
+    assert max_diff(answer.tolist(), torch_reference(ROWS)) <= QUANT_TOLERANCE
+
+
+def test_quantize_report_gives_accuracy_speed_and_calibration_source(
+    quantized: tuple[str, Path, str, str],
+) -> None:
+    mode, out, stdout, stderr = quantized
+    assert f"wrote {out / 'model.onnx'}" in stdout
+    assert f"quantization: {mode}" in stdout
+    assert "accuracy vs the float model (both in onnxruntime, " in stdout
+    assert "top-1 agreement" in stdout
+    assert "speed: median of 20 session.run calls at batch 1, 1 intra-op thread(s)" in stdout
+    assert "checked: ONNX Runtime matches torch at batch size 1" in stdout
+    if mode == "static":
+        assert "calibration: 96 rows from" in stdout
+        assert "warning" not in stderr
+    else:
+        assert "RANDOM rows" in stdout
+        assert "warning: no --calibration file" in stderr  # random rows calibrate poorly
+
+
+def test_a_quantized_model_that_breaks_the_tolerance_is_refused_and_not_written(
+    tmp_path: Path, calibration: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [
+        TINY_MODEL, "--input-shape", "1,4", "--format", "onnx", "--quantize", "dynamic",
+        "--calibration", str(calibration), "--max-abs-diff", "1e-9", "--bench-runs", "5",
+        "-o", str(out),
+    ]  # fmt: skip
+    status, stdout, stderr = package(*args)
+    assert status == 3, stderr
+    assert not out.exists()
+    assert "accuracy vs the float model" in stdout  # the figures behind the refusal
+    [line] = error_lines(stderr)
+    assert line.startswith("kubeserve package: error: the dynamic-quantized model breaks")
+    assert "> --max-abs-diff 1e-09" in line and "nothing was written" in line
+
+    status, stdout, stderr = package(*args, "--force")
+    assert status == 0, stderr
+    assert (out / "model.onnx").is_file()
+    assert "WRITTEN WITH --force although: max abs diff" in stdout
+
+
+def test_quantize_flags_are_checked_before_any_work(tmp_path: Path) -> None:
+    cases = [
+        (["--format", "mar", "--quantize", "dynamic"], "--quantize is for --format onnx"),
+        (["--format", "onnx", "--calibration", "x.npy"], "--calibration is for --quantize"),
+        (
+            ["--format", "onnx", "--quantize", "static", "--min-top1-agreement", "98"],
+            "--min-top1-agreement is a fraction",
+        ),
+        (["--format", "onnx", "--torchscript", "trace"], "--torchscript is for --format mar"),
+    ]
+    for args, message in cases:
+        status, _, stderr = package(TINY_MODEL, "--input-shape", "1,4", *args, "-o", str(tmp_path))
+        assert status == 1, args
+        assert message in stderr, stderr
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((4, 5), dtype=np.float32))
+    status, _, stderr = package(
+        TINY_MODEL, "--input-shape", "1,4", "--format", "onnx", "--quantize", "static",
+        "--calibration", str(bad), "-o", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert status == 1
+    assert "rows of shape [5], the model takes [4]" in stderr
+
+
+# --- --torchscript trace|script (TorchServe) ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["trace", "script"])
+def test_mar_holds_the_chosen_torchscript_and_it_matches_eager(tmp_path: Path, mode: str) -> None:
+    out = tmp_path / "store"
+    status, stdout, stderr = package(
+        TINY_MODEL, "--input-shape", "2,4", "--format", "mar", "--name", "tiny",
+        "--torchscript", mode, "-o", str(out),
+    )  # fmt: skip
+    assert status == 0, stderr
+    assert f"checked: TorchScript by torch.jit.{mode}" in stdout
+    assert "matches the model at batch size 4" in stdout  # not only the traced batch size
+    with zipfile.ZipFile(out / "tiny.mar") as archive:
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+        assert "modelFile" not in manifest["model"]  # no Python model class in the archive
+        loaded = torch.jit.load(io.BytesIO(archive.read(manifest["model"]["serializedFile"])))
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), reference()(x), atol=TOLERANCE)
