@@ -173,6 +173,37 @@ def test_sigterm_waits_for_java_and_workers(server: Served) -> None:
     assert "Traceback" not in server.stderr()
 
 
+def test_a_traced_mar_serves_without_the_model_class(tmp_path: Path) -> None:
+    """--torchscript trace: TorchServe loads the archived TorchScript alone (the .mar has no
+    model file), batches per spec.batching, and answers like eager torch."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = main(
+            [
+                "package",
+                TINY_MODEL,
+                "--input-shape",
+                "2,4",
+                "--format",
+                "mar",
+                "--torchscript",
+                "trace",
+                "--name",
+                NAME,
+                "-o",
+                str(tmp_path / "traced"),
+            ]
+        )
+    assert status == 0, stderr.getvalue()
+    assert "TorchScript by torch.jit.trace" in stdout.getvalue()
+    md = write_md(tmp_path / "md.yaml", NAME, "torchserve", "traced", batching={"maxBatchSize": 8})
+    with serving(md, tmp=tmp_path) as served:
+        for rows in (ROWS[:1], ROWS):  # the trace used batch 2; both sizes must work
+            code, body = http("POST", served.url, {"data": rows})
+            assert code == 200, body
+            assert max_diff(body["data"], torch_reference(rows)) <= 1e-5
+
+
 def test_model_store_without_a_mar_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "README.txt").write_text("no model here")
