@@ -90,6 +90,13 @@ class ServerMetrics:
             labels,
             registry=self.registry,
         )
+        self.intra_op_threads = Gauge(
+            "kubeserve_onnxruntime_intra_op_threads",
+            "Intra-op threads the ONNX Runtime session was created with: --intra-op-threads, "
+            "else the container's CPU limit rounded up (0: ONNX Runtime's default, one per core).",
+            labels,
+            registry=self.registry,
+        )
         self.warmup_seconds = Gauge(
             "kubeserve_model_warmup_seconds",
             "Seconds of the warm-up inference run before the model reports ready.",

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from kubeserve.cpu import read_budget
+
 from .datatypes import ORT_TO_V2, V2_TO_NUMPY
 from .protocol import TensorSpec
 
@@ -51,7 +53,7 @@ class ModelLoadError(Exception):
 
 @dataclass(frozen=True)
 class SessionSettings:
-    intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
+    intra_op_threads: int = 0  # 0: the CPU budget (intra_op_threads()), else ORT's default
     inter_op_threads: int = 0
     graph_optimization_level: str = "all"
     device: str = "cpu"
@@ -97,6 +99,8 @@ class LoadedModel:
         self.outputs = tuple(_spec(arg) for arg in session.get_outputs())
         self.output_names = [spec.name for spec in self.outputs]
         self.providers: list[str] = list(session.get_providers())
+        # What the session was created with, as ORT reports it (0: its default).
+        self.intra_op_threads: int = session.get_session_options().intra_op_num_threads
 
     @property
     def batch_dim_is_dynamic(self) -> bool:
@@ -128,7 +132,7 @@ def load_model(path: Path, settings: SessionSettings) -> LoadedModel:
     if not path.is_file():
         raise ModelLoadError(f"model file {path} does not exist")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
+    options.intra_op_num_threads = intra_op_threads(settings.intra_op_threads)
     options.inter_op_num_threads = settings.inter_op_threads
     options.graph_optimization_level = GRAPH_OPTIMIZATION_LEVELS[settings.graph_optimization_level]
     # ORT's pool threads busy-wait after each call by default. Here they share the cores with
@@ -164,6 +168,26 @@ def load_model(path: Path, settings: SessionSettings) -> LoadedModel:
     if unsupported:
         raise ModelLoadError(f"inputs with unsupported types: {', '.join(unsupported)}")
     return model
+
+
+def intra_op_threads(requested: int) -> int:
+    """The intra-op pool's size: the flag; else this container's CPU budget (its cgroup's CPU
+    limit, rounded up, or its CPU affinity: kubeserve.cpu); else 0, ONNX Runtime's default of
+    one thread per physical core, right for a process that may use the whole machine. ORT
+    counts the calling thread in the pool, so N keeps N cores busy."""
+    if requested:
+        log.info("intra-op threads: %d (--intra-op-threads)", requested)
+        return requested
+    try:
+        budget = read_budget()
+    except (OSError, ValueError) as exc:
+        log.warning("intra-op threads: ONNX Runtime's default; cannot read the CPU limit: %s", exc)
+        return 0
+    if budget.cpus is None:
+        log.info("intra-op threads: ONNX Runtime's default, one per core (%s)", budget.source)
+        return 0
+    log.info("intra-op threads: %d, from %s", budget.cpus, budget.source)
+    return budget.cpus
 
 
 def _spec(arg: Any) -> TensorSpec:

@@ -112,6 +112,7 @@ class InferenceService:
         model = await loop.run_in_executor(self._executor, load_model, options.model_path, settings)
         load_seconds = time.perf_counter() - started
         self.metrics.load_seconds.labels(options.model_name).set(load_seconds)
+        self.metrics.intra_op_threads.labels(options.model_name).set(model.intra_op_threads)
         self.model = model
         self._inputs = {spec.name: spec for spec in model.inputs}
         self._outputs = {spec.name: spec for spec in model.outputs}
