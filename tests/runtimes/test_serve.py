@@ -66,7 +66,23 @@ def test_file_uri_serves_v2_on_loopback(model_dir: Path, tmp_path: Path) -> None
         status, _ = http("GET", f"{served.base}/v2/health/ready")
         assert status == 200
         assert max_diff(v2_infer(served.url, ROWS), torch_reference(ROWS)) <= 1e-5
+        # gRPC too, on a free port of the same host, announced on its own line.
+        (grpc_line,) = [line for line in served.lines if line.strip().startswith("grpc:")]
+        address = grpc_line.split()[1]
+        assert address.startswith("127.0.0.1:")
+        assert grpc_serving(address)
         assert served.stop() == 0
+
+
+def grpc_serving(address: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"), timeout=30
+        )
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def test_relative_uri_resolves_against_the_yaml_file(model_dir: Path, tmp_path: Path) -> None:

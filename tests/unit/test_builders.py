@@ -50,9 +50,15 @@ RUNTIME_TABLE = [
     (
         "onnxruntime",
         ["python", "-m", "kubeserve.dataplane.onnx_server"],
-        ["--model-dir=/mnt/models", "--model-name=mnist", "--port=8080", "--device=cpu"],
-        {"http": 8080},
-        {"http": 8080},
+        [
+            "--model-dir=/mnt/models",
+            "--model-name=mnist",
+            "--port=8080",
+            "--grpc-port=9000",
+            "--device=cpu",
+        ],
+        {"http": 8080, "grpc": 9000},
+        {"http": 8080, "grpc": 9000},
         "/v2/health/ready",
     ),
     (

@@ -20,11 +20,14 @@ from .base import (
 )
 
 HTTP_PORT = 8080
+# The Open Inference Protocol v2 over gRPC; 9000 is the Service's gRPC port for every runtime
+# (TF Serving's 8500 is exposed as 9000 too).
+GRPC_PORT = 9000
 
 
 class OnnxRuntime:
     runtime = Runtime.ONNXRUNTIME
-    ports = (Port("http", HTTP_PORT, 8080),)
+    ports = (Port("http", HTTP_PORT, 8080), Port("grpc", GRPC_PORT, 9000))
     metrics = MetricsEndpoint(port="http", path="/metrics")
     model_layout = "model.onnx at the root of the model directory"
 
@@ -36,6 +39,7 @@ class OnnxRuntime:
             f"--model-name={md.model_name}",
             "--host=0.0.0.0",
             f"--port={HTTP_PORT}",
+            f"--grpc-port={GRPC_PORT}",
             f"--device={'cuda' if ctx.gpu else 'cpu'}",
         ]
         if batching:

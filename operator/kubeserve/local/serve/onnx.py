@@ -34,6 +34,8 @@ async def run(
         max_batch_delay_ms=batching.max_delay_ms if batching else 0.0,
         intra_op_threads=session.intra_op_threads if session else 0,
         inter_op_threads=session.inter_op_threads if session else 0,
+        # gRPC is always on locally, on a free port, printed below (the port flags stay HTTP's).
+        grpc_port=0,
         graph_optimization_level=session.graph_optimization_level.value if session else "all",
         # As in the cluster: a GPU spec asks for CUDA; the server falls back to CPU with a warning.
         device="cuda" if md.spec.gpu else "cpu",
@@ -67,6 +69,7 @@ async def run(
         await stop.wait()
         announce.stopping(md)
     finally:
+            f"grpc:    {server.grpc_address} (inference.GRPCInferenceService, grpc.health.v1)",
         await server.stop()
 
 
