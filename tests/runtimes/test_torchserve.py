@@ -44,6 +44,7 @@ from fixtures_local import (
 
 from kubeserve.api import ModelDeployment
 from kubeserve.cli import main
+from kubeserve.cpu import CPU_MAX_ENV
 from kubeserve.local.serve.binaries import find, find_java
 from kubeserve.local.serve.net import free_port
 from kubeserve.local.serve.torchserve import PID_FILE, _management_port
@@ -99,6 +100,11 @@ def server(store: Path) -> Iterator[Served]:
     )
     # Without the variable: `kubeserve serve` must set it for TorchServe itself.
     env = {key: value for key, value in cli_env(store).items() if key != "ORT_DISABLE_TELEMETRY"}
+    # A 2-CPU budget, as a pod's cgroup would give (issue 16): each worker gets 2 threads.
+    (store / "cpu.max").write_text("200000 100000\n")
+    env[CPU_MAX_ENV] = str(store / "cpu.max")
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(variable, None)
     with serving(md, tmp=store, env=env) as served:
         yield served
 
@@ -159,6 +165,25 @@ def test_children_run_with_telemetry_off_and_private_temp(server: Served) -> Non
         assert env.get("ORT_DISABLE_TELEMETRY") == "1"
         for variable in ("TEMP", "TMPDIR", "LOG_LOCATION", "METRICS_LOCATION"):
             assert "/kubeserve-serve-" in env[variable], (variable, env[variable])
+
+
+def test_workers_get_threads_from_the_cpu_budget(server: Served) -> None:
+    [wrapper] = [
+        pid
+        for pid in children_of(server.process.pid)
+        if "torchserve" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    ]
+    workers = [
+        pid
+        for pid in group_processes(wrapper)
+        if "model_service_worker" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    ]
+    assert workers, "no TorchServe Python worker"
+    # TorchServe's Java frontend passes its environment on to the worker it starts.
+    for pid in workers:
+        env = environ_of(pid)
+        threads = str(min(2, len(os.sched_getaffinity(0))))  # a 1-CPU machine bounds it
+        assert (env.get("OMP_NUM_THREADS"), env.get("MKL_NUM_THREADS")) == (threads, threads)
 
 
 def test_sigterm_waits_for_java_and_workers(server: Served) -> None:

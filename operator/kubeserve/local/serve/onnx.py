@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...api import ModelDeployment
+from ...runtimes.onnxruntime import thread_settings
 from ..errors import LocalError, first_line
 from . import announce
 from .options import LocalOptions
@@ -25,17 +26,20 @@ async def run(
 
     batching = md.spec.batching
     session = md.spec.session_options
+    # spec.threads or sessionOptions; unset, the server sizes ORT's pool to this machine's CPU
+    # budget (its cgroup's CPU limit, or its CPU affinity), as it does in a pod.
+    threads = thread_settings(md, None)
     options = ServerOptions(
         model_dir=model_dir,
         model_name=md.model_name,
         host=opts.host,
         port=opts.port,
-        max_batch_size=batching.max_batch_size if batching else 1,
-        max_batch_delay_ms=batching.max_delay_ms if batching else 0.0,
-        intra_op_threads=session.intra_op_threads if session else 0,
-        inter_op_threads=session.inter_op_threads if session else 0,
         # gRPC is always on locally, on a free port, printed below (the port flags stay HTTP's).
         grpc_port=0,
+        max_batch_size=batching.max_batch_size if batching else 1,
+        max_batch_delay_ms=batching.max_delay_ms if batching else 0.0,
+        intra_op_threads=threads.intra_op or 0,
+        inter_op_threads=threads.inter_op or 0,
         graph_optimization_level=session.graph_optimization_level.value if session else "all",
         # As in the cluster: a GPU spec asks for CUDA; the server falls back to CPU with a warning.
         device="cuda" if md.spec.gpu else "cpu",
@@ -65,11 +69,11 @@ async def run(
             f"infer:   POST {base}/infer",
             f"ready:   {server.url}/v2/health/ready",
             f"metrics: {server.url}/metrics",
+            f"grpc:    {server.grpc_address} (inference.GRPCInferenceService, grpc.health.v1)",
         )
         await stop.wait()
         announce.stopping(md)
     finally:
-            f"grpc:    {server.grpc_address} (inference.GRPCInferenceService, grpc.health.v1)",
         await server.stop()
 
 

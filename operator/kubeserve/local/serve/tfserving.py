@@ -14,8 +14,16 @@ from pathlib import Path
 import aiohttp
 
 from ...api import ModelDeployment
+from ...cpu import read_budget
 from ...runtimes.base import BuildContext
-from ...runtimes.tfserving import BATCHING_FILE, MONITORING_FILE, REST_PORT, TFServing
+from ...runtimes.tfserving import (
+    BATCHING_FILE,
+    MONITORING_FILE,
+    REST_PORT,
+    TFServing,
+    thread_args,
+    thread_settings,
+)
 from ..errors import LocalError
 from . import announce, binaries
 from .children import Child, serve_until_stopped, wait_until_ready
@@ -90,6 +98,8 @@ async def run(
     ]
     if BATCHING_FILE in files:
         command += ["--enable_batching=true", f"--batching_parameters_file={work / BATCHING_FILE}"]
+    # This machine's CPU budget, as the cluster's CPU limit (kubeserve.cpu).
+    command += thread_args(thread_settings(md, read_budget().cpus))
     child = Child(
         BINARY,
         command,

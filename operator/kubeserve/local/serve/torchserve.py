@@ -15,7 +15,13 @@ from pathlib import Path
 import aiohttp
 
 from ...api import ModelDeployment
-from ...runtimes.torchserve import config_properties, has_ready_worker, model_status_url
+from ...cpu import read_budget, torch_env
+from ...runtimes.torchserve import (
+    config_properties,
+    has_ready_worker,
+    model_status_url,
+    thread_settings,
+)
 from ..errors import LocalError
 from . import announce, binaries
 from .children import Child, ChildFailed, serve_until_stopped, wait_until_ready
@@ -80,6 +86,10 @@ async def run(
             "METRICS_LOCATION": str(logs),
         }
     )
+    # Threads per worker from this machine's CPU budget, as the cluster's from the CPU limit;
+    # a value already in the environment wins.
+    for var in torch_env(thread_settings(md, read_budget().cpus)):
+        env.setdefault(var["name"], var["value"])
     command = [
         binary,
         "--start",
