@@ -18,6 +18,12 @@ every HTTP figure includes the client's CPU time: the "raw" line has no such cos
     .venv/bin/python bench/onnx_server.py                       # JSON bodies
     .venv/bin/python bench/onnx_server.py --encoding binary     # binary tensor data extension
     .venv/bin/python bench/onnx_server.py --http-stacks         # aiohttp vs starlette+uvicorn
+    .venv/bin/python bench/onnx_server.py --protocol grpc       # OIP v2 over gRPC, raw contents
+
+--protocol grpc measures the same three over gRPC: our server with --grpc-port, KServe's with
+its gRPC server on (it binds [::], hard-coded; the bench sends to 127.0.0.1 only), through a
+grpc.aio client that sends pre-serialised ModelInferRequests with raw_input_contents (the way
+tritonclient.grpc sends) on one HTTP/2 channel, with the same ratios as over HTTP.
 
 --http-stacks serves the same InferenceService (the server's framework-free core) behind each
 HTTP stack, on a tiny model where the stack's overhead dominates, to choose the stack by
@@ -280,6 +286,86 @@ async def check_output(url: str, x: np.ndarray, want: np.ndarray, encoding: str)
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+# -- gRPC ------------------------------------------------------------------------------------
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def grpc_request(x: np.ndarray) -> bytes:
+    """A serialised ModelInferRequest with raw_input_contents, as tritonclient.grpc sends it."""
+    from kubeserve.dataplane.onnx_server.oip import inference_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=MODEL_NAME)
+    request.inputs.add(name="x", datatype="FP32", shape=x.shape)
+    request.raw_input_contents.append(x.astype("<f4").tobytes())
+    return bytes(request.SerializeToString())
+
+
+def grpc_output(payload: bytes) -> np.ndarray:
+    from kubeserve.dataplane.onnx_server.oip import inference_pb2 as pb
+
+    response = pb.ModelInferResponse.FromString(payload)
+    out = response.outputs[0]
+    if response.raw_output_contents:
+        return np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(out.shape)
+    return np.asarray(out.contents.fp32_contents, dtype=np.float32).reshape(out.shape)
+
+
+async def run_grpc(
+    name: str, address: str, bodies: list[bytes], concurrency: int, requests: int, server_pid: int
+) -> Result:
+    """run_http's twin: `concurrency` workers on one channel; bytes in, bytes out (the message
+    is built once, as the HTTP bodies are), so the client's CPU stays small."""
+    import grpc
+
+    latencies: list[float] = []
+    errors = 0
+    next_index = 0
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", -1)]
+    ) as channel:
+        infer = channel.unary_unary(INFER_METHOD)  # no (de)serialisers: bytes as they are
+
+        async def one(i: int) -> float:
+            nonlocal errors
+            t0 = time.perf_counter()
+            try:
+                await infer(bodies[i % len(bodies)], timeout=60)
+            except grpc.aio.AioRpcError:
+                errors += 1
+            return time.perf_counter() - t0
+
+        await asyncio.gather(*(one(i) for i in range(concurrency * 2)))  # warm-up
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < requests:
+                i = next_index
+                next_index += 1
+                latencies.append(await one(i))
+
+        server_cpu, client_cpu = process_cpu_seconds(server_pid), time.process_time()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+        server_cpu = process_cpu_seconds(server_pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+    return Result(
+        name, concurrency, len(latencies), seconds, latencies, errors, server_cpu, client_cpu
+    )
+
+
+async def check_grpc_output(address: str, x: np.ndarray, want: np.ndarray) -> None:
+    import grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            payload = await channel.unary_unary(INFER_METHOD)(grpc_request(x), timeout=60)
+        except grpc.aio.AioRpcError as exc:
+            raise SystemExit(f"{address} answered {exc.code().name}: {exc.details()}") from None
+    np.testing.assert_allclose(grpc_output(payload), want, atol=1e-4)
+
+
 # -- server processes ------------------------------------------------------------------------
 
 
@@ -325,7 +411,7 @@ def server_process(
 # -- internal server modes -------------------------------------------------------------------
 
 
-def serve_kserve(model_dir: Path, port: int, spinning: bool) -> None:
+def serve_kserve(model_dir: Path, port: int, spinning: bool, grpc_port: int | None) -> None:
     """KServe's model server with the custom-predictor pattern from its docs."""
     sys.argv = sys.argv[:1]  # kserve parses sys.argv at import time
     import kserve
@@ -355,9 +441,10 @@ def serve_kserve(model_dir: Path, port: int, spinning: bool) -> None:
                 model_name=self.name, infer_outputs=[out], response_id=payload.id or generate_uuid()
             )
 
-    kserve.ModelServer(
-        http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False
-    ).start([OnnxModel(MODEL_NAME, model_dir / "model.onnx")])
+    grpc = {"enable_grpc": False} if grpc_port is None else {"grpc_port": grpc_port}
+    kserve.ModelServer(http_port=port, workers=1, enable_latency_logging=False, **grpc).start(
+        [OnnxModel(MODEL_NAME, model_dir / "model.onnx")]
+    )
 
 
 def serve_stack(stack: str, model_dir: Path, port: int, max_batch: int) -> None:
@@ -471,6 +558,8 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
     shape = export_model(args.model, model_dir)
     inputs = make_inputs([int(d) for d in shape], 64)
     bodies = [encode(x, args.encoding) for x in inputs]
+    grpc = args.protocol == "grpc"
+    grpc_bodies = [grpc_request(x) for x in inputs] if grpc else []
 
     import onnxruntime as ort
 
@@ -481,7 +570,12 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
     per_sample = statistics.median(_timed_run(reference, inputs[0]) for _ in range(100))
     print(
         f"model: {args.model}, input {list(shape)} FP32, median batch-1 session call "
-        f"{per_sample * 1000:.2f} ms; body {len(bodies[0][0])} bytes ({args.encoding})"
+        f"{per_sample * 1000:.2f} ms; "
+        + (
+            f"gRPC message {len(grpc_bodies[0])} bytes (raw contents)"
+            if grpc
+            else f"body {len(bodies[0][0])} bytes ({args.encoding})"
+        )
     )
 
     ours_port, kserve_port = free_port(), free_port()
@@ -514,6 +608,11 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
         *spin_flag,
     ]
     ours_cmd += spin_flag
+    ours_grpc = kserve_grpc = ""
+    if grpc:
+        ours_grpc, kserve_grpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        ours_cmd += ["--grpc-port", ours_grpc.rsplit(":", 1)[1]]
+        kserve_cmd += ["--grpc-port", kserve_grpc.rsplit(":", 1)[1]]
     results: dict[tuple[str, int], list[Result]] = {}
     with contextlib.ExitStack() as stack:
         ours_pid = stack.enter_context(
@@ -522,6 +621,8 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
             )
         ).pid
         asyncio.run(check_output(ours_url, inputs[0], want, args.encoding))
+        if grpc:
+            asyncio.run(check_grpc_output(ours_grpc, inputs[0], want))
         kserve_pid = 0
         if not args.skip_kserve:
             kserve_pid = stack.enter_context(
@@ -532,6 +633,8 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
                 )
             ).pid
             asyncio.run(check_output(kserve_url, inputs[0], want, args.encoding))
+            if grpc:
+                asyncio.run(check_grpc_output(kserve_grpc, inputs[0], want))
         for round_ in range(args.rounds):
             for c in args.concurrency:
                 runs: list[Result] = [
@@ -543,14 +646,17 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
                         args.requests,
                         args.intra_op_spinning,
                     ),
-                    measure_ours(ours_url, bodies, c, args.requests, ours_pid),
+                    measure_ours(
+                        ours_url, bodies, c, args.requests, ours_pid, ours_grpc, grpc_bodies
+                    ),
                 ]
                 if not args.skip_kserve:
-                    runs.append(
-                        asyncio.run(
-                            run_http("kserve", kserve_url, bodies, c, args.requests, kserve_pid)
-                        )
+                    kserve_run = (
+                        run_grpc("kserve", kserve_grpc, grpc_bodies, c, args.requests, kserve_pid)
+                        if grpc
+                        else run_http("kserve", kserve_url, bodies, c, args.requests, kserve_pid)
                     )
+                    runs.append(asyncio.run(kserve_run))
                 for r in runs:
                     results.setdefault((r.name, c), []).append(r)
                     print(
@@ -635,11 +741,23 @@ def stacks(args: argparse.Namespace, workdir: Path) -> None:
 
 
 def measure_ours(
-    url: str, bodies: list[tuple[bytes, dict[str, str]]], concurrency: int, requests: int, pid: int
+    url: str,
+    bodies: list[tuple[bytes, dict[str, str]]],
+    concurrency: int,
+    requests: int,
+    pid: int,
+    grpc_address: str = "",
+    grpc_bodies: Sequence[bytes] = (),
 ) -> Result:
-    """run_http, plus the rows per session call our server reports for that run."""
+    """run_http (run_grpc with a gRPC address), plus the rows per session call our server
+    reports for that run."""
     calls, rows = batch_counters(url)
-    result = asyncio.run(run_http("ours", url, bodies, concurrency, requests, pid))
+    run = (
+        run_grpc("ours", grpc_address, list(grpc_bodies), concurrency, requests, pid)
+        if grpc_address
+        else run_http("ours", url, bodies, concurrency, requests, pid)
+    )
+    result = asyncio.run(run)
     calls_after, rows_after = batch_counters(url)
     result.rows_per_call = (rows_after - rows) / max(1.0, calls_after - calls)
     return result
@@ -680,6 +798,12 @@ def main() -> None:
     )
     parser.add_argument("--encoding", choices=("json", "binary"), default="json")
     parser.add_argument(
+        "--protocol",
+        choices=("http", "grpc"),
+        default="http",
+        help="grpc: OIP v2 over gRPC with raw contents (--encoding is then ignored)",
+    )
+    parser.add_argument(
         "--model",
         choices=("cnn", "tiny"),
         default=None,
@@ -705,10 +829,11 @@ def main() -> None:
     parser.add_argument("--serve-stack", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve_kserve:
-        serve_kserve(args.model_dir, args.port, args.intra_op_spinning)
+        serve_kserve(args.model_dir, args.port, args.intra_op_spinning, args.grpc_port)
         return
     if args.serve_stack:
         serve_stack(args.serve_stack, args.model_dir, args.port, args.max_batch_size)
@@ -718,7 +843,8 @@ def main() -> None:
     print("command: " + " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]))
     print(environment())
     print(
-        "client and servers share this machine's cores; HTTP figures include the client's CPU time"
+        "client and servers share this machine's cores; HTTP and gRPC figures include the "
+        "client's CPU time"
     )
     with tempfile.TemporaryDirectory(prefix="kubeserve-bench-") as tmp:
         if args.http_stacks:
