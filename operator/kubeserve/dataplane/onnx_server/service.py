@@ -259,7 +259,6 @@ class InferenceService:
             return Reply(200, payload)
         return Reply(200, payload, BINARY_CONTENT_TYPE, {HEADER_LENGTH: str(json_length)})
 
-    def metrics_reply(self) -> Reply:
     async def infer_tensors(
         self, name: str, version: str | None, decode: Decoder
     ) -> tuple[InferRequest, dict[str, np.ndarray]]:
@@ -293,4 +292,5 @@ class InferenceService:
             raise NotReady(f"model '{name}' is still loading")
         return model_metadata(name, MODEL_VERSION, self.model.inputs, self.model.outputs)
 
+    def metrics_reply(self) -> Reply:
         return Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE)
