@@ -762,6 +762,8 @@ def test_unavailable_until_ready_then_serving_then_a_clean_exit(model_dir: Path)
                 stub.ModelInfer(raw_request(big, np.zeros(200, np.int64)), timeout=WAIT_S)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
+        assert proc.process.stdin is not None
+        proc.process.stdin.close()  # a warm-up still held must not hold up the exit
         assert proc.stop() == 0
 
 
@@ -836,8 +838,12 @@ async def test_http_and_grpc_are_served_at_once_and_batched_together(
         want = expected(session, xs[i], ks[i])
         assert_close(reply["y"], want["y"])
         assert_close(reply["s"], want["s"])
-    assert after[ok] - before[ok] == 16  # both protocols counted alike
-    merged_calls = after[calls] - before[calls]
-    assert merged_calls < 16
+
+    # Series not yet written (this test first on a fresh server) count as 0.
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta(ok) == 16  # both protocols counted alike
+    assert delta(calls) < 16
     # A session call of more than 8 rows holds requests of both protocols (8 of each).
-    assert (after[calls] - after[big]) - (before[calls] - before[big]) >= 1
+    assert delta(calls) - delta(big) >= 1
