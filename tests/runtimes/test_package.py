@@ -311,7 +311,11 @@ def test_quantized_model_is_int8_and_the_real_onnx_server_answers_with_it(
     import onnx
 
     ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
-    assert ("MatMulInteger" if mode == "dynamic" else "QuantizeLinear") in ops, ops
+    if mode == "dynamic":
+        assert "MatMulInteger" in ops, ops
+    else:  # QDQ: float Gemm between QuantizeLinear/DequantizeLinear pairs, no QOperator ops
+        assert {"QuantizeLinear", "DequantizeLinear", "Gemm"} <= ops, ops
+        assert not ops & {"QGemm", "QLinearMatMul"}, ops
     md = write_md(out.parent / "md.yaml", "tiny", "onnxruntime", str(out))
     with serving(md, tmp=out.parent) as served:
         status, body = http(
@@ -416,3 +420,18 @@ def test_mar_holds_the_chosen_torchscript_and_it_matches_eager(tmp_path: Path, m
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         assert torch.allclose(loaded(x), reference()(x), atol=TOLERANCE)
+
+
+BRANCHING_MODEL = f"{Path(__file__).resolve().with_name('branching_model.py')}:build"
+
+
+def test_a_trace_that_freezes_a_branch_is_caught_and_script_keeps_it(tmp_path: Path) -> None:
+    args = [BRANCHING_MODEL, "--input-shape", "2,4", "--format", "mar", "--name", "b"]
+    status, _, stderr = package(*args, "--torchscript", "trace", "-o", str(tmp_path / "t"))
+    assert status == 1
+    [line] = error_lines(stderr)
+    assert "b.mar's model differs from the model by" in line and "at batch size 4" in line
+    assert not (tmp_path / "t" / "b.mar").exists()  # a failed check leaves no archive
+    status, stdout, stderr = package(*args, "--torchscript", "script", "-o", str(tmp_path / "s"))
+    assert status == 0, stderr
+    assert "checked: TorchScript by torch.jit.script" in stdout

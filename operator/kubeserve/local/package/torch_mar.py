@@ -51,14 +51,18 @@ def package_mar(
         )
         _archive(name, serialized, _handler(handler), config, out_dir, work)
     checks.insert(0, f"TorchScript by {how}")
-    checks += verify(
-        target,
-        name=name,
-        module=model.module,
-        example=example,
-        tolerance=tolerance,
-        generic_handler=handler is None,
-    )
+    try:
+        checks += verify(
+            target,
+            name=name,
+            module=model.module,
+            example=example,
+            tolerance=tolerance,
+            generic_handler=handler is None,
+        )
+    except LocalError:
+        target.unlink(missing_ok=True)  # an archive that failed its check is not an artifact
+        raise
     return Packaged(
         runtime="torchserve",
         files=(target,),
