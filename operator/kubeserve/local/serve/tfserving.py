@@ -98,6 +98,8 @@ async def run(
     ]
     if BATCHING_FILE in files:
         command += ["--enable_batching=true", f"--batching_parameters_file={work / BATCHING_FILE}"]
+    if md.spec.tfserving and md.spec.tfserving.xla:
+        command.append("--xla_cpu_compilation_enabled=true")  # as the cluster's args
     # This machine's CPU budget, as the cluster's CPU limit (kubeserve.cpu).
     command += thread_args(thread_settings(md, read_budget().cpus))
     child = Child(
