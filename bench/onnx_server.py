@@ -90,6 +90,15 @@ def export_model(kind: str, model_dir: Path) -> tuple[str, ...]:
             torch.nn.Linear(256, 10),
         )
         shape = (3, 32, 32)
+    elif kind == "mlp":  # about 4 M multiply-adds per sample: per-request cost dominates
+        net = torch.nn.Sequential(
+            torch.nn.Linear(512, 2048),
+            torch.nn.ReLU(),
+            torch.nn.Linear(2048, 1536),
+            torch.nn.ReLU(),
+            torch.nn.Linear(1536, 10),
+        )
+        shape = (512,)
     else:  # "tiny": the HTTP stack dominates
         net = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
         shape = (16,)
@@ -689,6 +698,13 @@ def compare(args: argparse.Namespace, workdir: Path) -> None:
         ]
         parts.append("CPU capacity ours(server+client)/raw " + spread(capacity))
         if kserve:
+            added_kserve = [
+                k.percentile(50) - r.percentile(50) for k, r in zip(kserve, raw, strict=True)
+            ]
+            parts.append(
+                "p50 added ours/kserve "
+                + spread([a / k for a, k in zip(added, added_kserve, strict=True)])
+            )
             parts.append(
                 "server CPU per request kserve/ours "
                 + spread(
@@ -805,7 +821,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--model",
-        choices=("cnn", "tiny"),
+        choices=("cnn", "mlp", "tiny"),
         default=None,
         help="default: cnn, or tiny with --http-stacks",
     )

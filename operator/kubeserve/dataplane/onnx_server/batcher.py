@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -56,9 +57,16 @@ class Batcher:
         max_delay_s: float,
         mergeable: bool,
         observe: BatchObserver | None = None,
+        inline_max_s: float = 0.0,
     ) -> None:
         self._run_fn = run
         self._executor = executor
+        # Session calls that take less than this run on the event loop's thread: handing a
+        # call to the inference thread and its result back costs two thread wake-ups, more
+        # than a small model's whole call. ORT releases the GIL either way; only the loop
+        # waits. 0: always the inference thread.
+        self._inline_max_s = inline_max_s
+        self._call_s: float | None = None  # recent session call time (moving average)
         self._max_rows = max_batch_size
         self._max_delay_s = max_delay_s
         # Merging needs a dynamic first dimension on every input and output.
@@ -172,7 +180,7 @@ class Batcher:
                 name: np.concatenate([p.feeds[name] for p in batch]) for name in batch[0].feeds
             }
             try:
-                outputs = await loop.run_in_executor(self._executor, self._run_fn, feeds)
+                outputs = await self._call(feeds)
             except Exception as exc:
                 log.warning(
                     "merged call of %d requests failed (%s); rerunning them one by one",
@@ -200,10 +208,23 @@ class Batcher:
         finally:
             self._running = []
 
+    async def _call(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._call_s is not None and self._call_s < self._inline_max_s:
+            outputs, seconds = self._timed(feeds)
+        else:
+            loop = asyncio.get_running_loop()
+            outputs, seconds = await loop.run_in_executor(self._executor, self._timed, feeds)
+        self._call_s = seconds if self._call_s is None else 0.8 * self._call_s + 0.2 * seconds
+        return outputs
+
+    def _timed(self, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        started = time.perf_counter()
+        outputs = self._run_fn(feeds)
+        return outputs, time.perf_counter() - started
+
     async def _run_alone(self, pending: _Pending) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_fn, pending.feeds)
+            outputs = await self._call(pending.feeds)
         except Exception as exc:
             if not pending.future.done():
                 pending.future.set_exception(InferenceFailed(f"onnxruntime failed: {exc}"))

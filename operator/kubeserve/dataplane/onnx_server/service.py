@@ -144,6 +144,7 @@ class InferenceService:
             max_delay_s=options.max_batch_delay_ms / 1000.0,
             mergeable=model.batch_dim_is_dynamic,
             observe=self.metrics.observe_batch,
+            inline_max_s=options.inline_max_ms / 1000.0,
         )
         if options.max_batch_size > 1 and not self.batcher.merges:
             log.warning(
