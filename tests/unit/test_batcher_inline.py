@@ -54,3 +54,32 @@ def test_slow_calls_stay_on_the_inference_thread() -> None:
 def test_zero_turns_it_off() -> None:
     seen = asyncio.run(_threads_of_calls(0.0, inline_max_s=0.0, calls=3))
     assert all(name.startswith("infer") for name in seen)
+
+
+def test_under_load_calls_leave_the_loop_free_to_read_requests() -> None:
+    seen: list[str] = []
+
+    def run(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(threading.current_thread().name)
+        return {"y": feeds["x"]}
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="infer") as executor:
+            batcher = Batcher(
+                run, executor, max_batch_size=1, max_delay_s=0.0, mergeable=False,
+                inline_max_s=0.05,
+            )  # fmt: skip
+            batcher.start()
+            try:
+                await asyncio.wait_for(batcher.submit(FEEDS), 10)  # measured: fast
+                seen.clear()
+                # Two at once: the first call runs while the second waits in the queue.
+                await asyncio.wait_for(
+                    asyncio.gather(batcher.submit(FEEDS), batcher.submit(FEEDS)), 10
+                )
+            finally:
+                await batcher.close()
+
+    asyncio.run(scenario())
+    assert seen[0].startswith("infer")  # another request was waiting: not inline
+    assert seen[1] == threading.current_thread().name  # alone again: inline

@@ -61,10 +61,10 @@ class Batcher:
     ) -> None:
         self._run_fn = run
         self._executor = executor
-        # Session calls that take less than this run on the event loop's thread: handing a
-        # call to the inference thread and its result back costs two thread wake-ups, more
-        # than a small model's whole call. ORT releases the GIL either way; only the loop
-        # waits. 0: always the inference thread.
+        # A lone request whose session call takes less than this runs on the event loop's
+        # thread: handing a call to the inference thread and its result back costs two thread
+        # wake-ups, more than a small model's whole call. ORT releases the GIL either way;
+        # only the loop waits. 0: always the inference thread.
         self._inline_max_s = inline_max_s
         self._call_s: float | None = None  # recent session call time (moving average)
         self._max_rows = max_batch_size
@@ -209,7 +209,10 @@ class Batcher:
             self._running = []
 
     async def _call(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._call_s is not None and self._call_s < self._inline_max_s:
+        # Only a lone request runs inline: under load the loop must keep reading requests
+        # while the session computes, or the next batch has nothing to merge.
+        fast = self._call_s is not None and self._call_s < self._inline_max_s
+        if fast and not self._queue and len(self._running) <= 1:
             outputs, seconds = self._timed(feeds)
         else:
             loop = asyncio.get_running_loop()
