@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from .durable import fsync_dir, write_json
+
 log = logging.getLogger(__name__)
 
 FORMAT = "v1"
@@ -150,7 +152,7 @@ class Cache:
                 )
                 yield Entry(staging / DATA_DIR, size, hit=False, cached=False)
                 return
-            _write_json(staging / ENTRY_FILE, {**meta, "bytes": size})
+            write_json(staging / ENTRY_FILE, {**meta, "bytes": size})
             target = self.entries / name
             try:
                 os.rename(staging, target)  # rename-if-absent: a non-empty target stays
@@ -158,7 +160,7 @@ class Cache:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise CacheUnavailable(f"cannot commit a cache entry: {exc}") from exc
                 log.info("another initializer filled the cache entry first; using it")
-            _fsync_dir(self.entries)
+            fsync_dir(self.entries)
             entry = self._read(name)
             if entry is None:
                 raise CacheUnavailable("a cache entry vanished right after its fill")
@@ -264,21 +266,3 @@ def copy_tree(source: Path, target: Path) -> None:
     """Copy the files of ``source`` into the existing directory ``target``."""
     # copyfile, not copy2: the cache's owner and modes are not the model directory's business.
     shutil.copytree(source, target, dirs_exist_ok=True, copy_function=shutil.copyfile)
-
-
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    data = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

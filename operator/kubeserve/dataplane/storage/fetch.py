@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from typing import Any
 import fsspec
 
 from .credentials import Credentials
+from .durable import fsync_dir, write_json
 from .errors import DownloadError, UsageError
 from .uri import ModelUri
 
@@ -293,40 +293,22 @@ def recorded_bytes(dest: Path) -> int:
 
 def commit(staging: Path, dest: Path, record: dict[str, Any]) -> None:
     """Make the staged model visible at ``dest``, atomically (see the module docstring)."""
-    _write_json(staging / MARKER, record)
+    write_json(staging / MARKER, record)
     if not dest.exists():
         staging.rename(dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         return
     marker = staging / MARKER
     (dest / INCOMPLETE).touch()
-    _fsync_dir(dest)
+    fsync_dir(dest)
     for entry in staging.iterdir():
         if entry != marker:
             entry.rename(dest / entry.name)
-    _fsync_dir(dest)
+    fsync_dir(dest)
     marker.rename(dest / MARKER)
-    _fsync_dir(dest)
+    fsync_dir(dest)
     (dest / INCOMPLETE).unlink()
-    _fsync_dir(dest)
-
-
-def _write_json(path: Path, record: dict[str, Any]) -> None:
-    data = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(dest)
 
 
 def _clear(dest: Path) -> None:
