@@ -10,20 +10,19 @@ DIR/model.onnx is written only when the tolerances hold (or with --force).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import LocalError, first_line
 from . import quant_report
+from .quiet import quiet
 from .result import Packaged
 from .torch_model import TorchModel, random_like
 from .torch_onnx import MODEL_FILE, _export, verify
@@ -185,7 +184,8 @@ def quantize(mode: str, source: Path, target: Path, rows: Any, work: Path) -> No
     # ORT's recommended pre-processing (shape inference, graph clean-up) before quantising.
     prepared = work / "prepared.onnx"
     try:
-        with _quiet():
+        # The quantiser logs a line per node it skips and warns about pre-processing.
+        with quiet(logging.WARNING):
             quant_pre_process(str(source), str(prepared))
     except Exception:
         prepared = source  # pre-processing is an optimisation; quantise the export as it is
@@ -202,7 +202,7 @@ def quantize(mode: str, source: Path, target: Path, rows: Any, work: Path) -> No
             return next(self._batches, None)
 
     try:
-        with _quiet():
+        with quiet(logging.WARNING):
             if mode == "dynamic":
                 quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8)
             else:
@@ -309,17 +309,3 @@ def _input_name(path: Path) -> str:
     if len(inputs) != 1:
         raise LocalError(f"quantization supports one model input; the graph has {inputs}")
     return str(inputs[0])
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The quantiser logs a line per node it skips and warns about pre-processing.
-    logging.disable(logging.WARNING)
-    try:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(logging.NOTSET)

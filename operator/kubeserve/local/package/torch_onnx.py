@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import LocalError, first_line
+from .quiet import quiet
 from .result import Packaged
 from .torch_model import TorchModel, max_abs_diff, random_like, run_torch
 
@@ -47,7 +45,9 @@ def _export(model: TorchModel, example: Any, target: Path, opset: int) -> None:
     import torch
 
     try:
-        with _quiet():
+        # The exporter logs a line per optional torchvision op it cannot find, warns that the
+        # TorchScript path is deprecated, and on failure logs pages of fake-tensor tracebacks.
+        with quiet(logging.CRITICAL):
             if model.scripted:
                 # torch.export (the dynamo exporter) cannot trace a ScriptModule; the
                 # TorchScript exporter can, and is still shipped (deprecated) in torch 2.13.
@@ -129,17 +129,3 @@ def _signature(session: Any) -> str:
 
     inputs, outputs = describe(session.get_inputs()), describe(session.get_outputs())
     return f"inputs ({inputs}) -> outputs ({outputs})"
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The exporter logs a line per optional torchvision op it cannot find, warns that the
-    # TorchScript path is deprecated, and on failure logs pages of fake-tensor tracebacks
-    # before raising; the one-line error we print says what matters.
-    logging.disable(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(logging.NOTSET)
