@@ -9,7 +9,7 @@ interceptor running. Its place is after the ONNX prediction: helm-install kedaco
 kedacore/keda-add-ons-http into kind, apply the ONNX model with engine keda-http and
 minReplicas 0, wait for zero pods, send one prediction to
 keda-add-ons-http-interceptor-proxy with the model's host, and expect the answer after a
-pod started. tests/cluster/test_keda_http.py covers everything short of the interceptor.
+pod started. tests/cluster/test_scale_from_zero.py covers everything short of the interceptor.
 """
 
 from __future__ import annotations

@@ -1,0 +1,14 @@
+"""pytest imports test modules by basename (rootdir-relative, no packages): two test files with
+one name in different folders stop the whole run at collection."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def test_every_test_module_name_is_unique() -> None:
+    names = Counter(path.name for path in TESTS.rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []
