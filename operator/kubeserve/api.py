@@ -1010,6 +1010,175 @@ class NetworkPolicy(_Model):
         return value
 
 
+# A Gateway API SectionName (a listener's name).
+SECTION_NAME_PATTERN = DNS_SUBDOMAIN_PATTERN
+# A Gateway API Hostname: a DNS name, optionally with one leading wildcard label.
+ROUTE_HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600
+
+
+class GatewayRef(_Model):
+    name: str = _desc(
+        "The parent Gateway's name (gateway.networking.k8s.io/v1).",
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+    )
+    namespace: str | None = _desc(
+        "The Gateway's namespace. Default: the ModelDeployment's. A Gateway in another "
+        "namespace must admit routes from this one (its listeners' allowedRoutes).",
+        default=None,
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+    )
+    section_name: str | None = _desc(
+        "The listener of the Gateway to attach to. Default: every listener that admits the routes.",
+        default=None,
+        max_length=253,
+        pattern=SECTION_NAME_PATTERN,
+    )
+    hostnames: (
+        list[Annotated[str, Field(min_length=1, max_length=253, pattern=ROUTE_HOSTNAME_PATTERN)]]
+        | None
+    ) = _desc(
+        "Host names the routes match (HTTPRoute and GRPCRoute spec.hostnames). Default: every "
+        "host name of the listener, so one listener serves one ModelDeployment.",
+        default=None,
+        min_length=1,
+        max_length=16,
+    )
+
+
+class Analysis(_Model):
+    interval_seconds: int = _desc(
+        "How often the canary's Prometheus series are queried; also the rate window "
+        "(rate(...[interval])).",
+        default=60,
+        ge=15,
+        le=3600,
+    )
+    failure_limit: int = _desc(
+        "Consecutive breached checks that roll the canary back.", default=2, ge=1, le=100
+    )
+    max_error_ratio: float | None = _desc(
+        "Highest tolerated share of failed requests (0-1) on the canary's pods, from the "
+        "runtime's own request counters.",
+        default=None,
+        ge=0,
+        le=1,
+    )
+    max_latency_ms: float | None = _desc(
+        "Highest tolerated request latency at latencyQuantile, in milliseconds, from the "
+        "runtime's own latency histogram.",
+        default=None,
+        gt=0,
+        le=3_600_000,
+    )
+    latency_quantile: float = _desc(
+        "The quantile maxLatencyMs applies to.", default=0.99, gt=0, lt=1
+    )
+
+    cel_rules = (
+        (
+            "has(self.maxErrorRatio) || has(self.maxLatencyMs)",
+            "canary.analysis: set maxErrorRatio, maxLatencyMs or both",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _a_threshold(self) -> Analysis:
+        if self.max_error_ratio is None and self.max_latency_ms is None:
+            raise ValueError("set maxErrorRatio, maxLatencyMs or both")
+        return self
+
+
+class Canary(_Model):
+    model: ModelSource = _desc(
+        "The canary's model. Its name, when set, equals spec.model.name (clients send both "
+        "the same requests); unset, it is the stable model's."
+    )
+    image: str | None = _desc(
+        "The canary's server image. Default: spec.image, else the operator's image.",
+        default=None,
+        min_length=1,
+        max_length=512,
+    )
+    env: list[EnvVar] | None = _desc(
+        "The canary's extra environment; replaces spec.env when set.",
+        default=None,
+        max_length=128,
+    )
+    resources: ResourceRequirements | None = _desc(
+        "The canary's CPU and memory; replaces spec.resources when set. GPUs come from "
+        "spec.gpu: the canary runs on the same hardware.",
+        default=None,
+    )
+    replicas: int | None = _desc(
+        "Canary pods. Default: sized from trafficPercent and the stable replicas "
+        "(docs/rollouts.md). Without a Gateway the split follows the pod counts, and status "
+        "says what it is.",
+        default=None,
+        ge=1,
+        le=1000,
+    )
+    traffic_percent: int = _desc(
+        "The canary's share of the requests, 0-100. It gets it only while its pods are Ready; "
+        "with mirror, the share of requests copied to it.",
+        default=0,
+        ge=0,
+        le=100,
+    )
+    mirror: bool = _desc(
+        "Send the canary a copy of trafficPercent % of the requests and drop its answers "
+        "(the HTTPRoute RequestMirror filter): needs a Gateway (spec.gateway or the "
+        "operator's default).",
+        default=False,
+    )
+    progress_deadline_seconds: int = _desc(
+        "How long the canary may take to become Ready before it is rolled back.",
+        default=DEFAULT_PROGRESS_DEADLINE_SECONDS,
+        ge=30,
+        le=86_400,
+    )
+    analysis: Analysis | None = _desc(
+        "Roll back when the canary's error ratio or latency breaches a threshold (queried "
+        "from the operator's Prometheus).",
+        default=None,
+    )
+
+    cel_rules = (
+        (
+            "!self.mirror || self.trafficPercent > 0",
+            "canary.mirror copies trafficPercent % of the requests to the canary: set "
+            "trafficPercent above 0 (100 copies every request)",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _mirror_share(self) -> Canary:
+        if self.mirror and self.traffic_percent == 0:
+            raise ValueError(
+                "mirror copies trafficPercent % of the requests to the canary: set "
+                "trafficPercent above 0 (100 copies every request)"
+            )
+        return self
+
+
+CANARY_SAME_AS_STABLE = (
+    "canary.model.uri is model.uri and the canary sets no image, env or resources: it would "
+    "compare the stable model with itself; give the canary a new, versioned URI"
+)
+CANARY_MODEL_NAME = (
+    "canary.model.name must equal model.name (clients send both the same requests); leave it "
+    "unset to inherit it"
+)
+CANARY_SCALE_TO_ZERO = (
+    "canary needs a stable that never scales to zero: with engine keda-http the interceptor "
+    "routes around the canary's traffic split, and at zero replicas there is nothing to "
+    "compare or split; use engine hpa or keda with minReplicas >= 1 during the canary"
+)
+
+
 class ModelDeploymentSpec(_Model):
     runtime: Runtime = _desc("The serving runtime: tfserving, torchserve or onnxruntime.")
     model: ModelSource = _desc("The model to serve and where to fetch it from.")
@@ -1063,6 +1232,19 @@ class ModelDeploymentSpec(_Model):
     tfserving: TFServingOptions | None = _desc(
         "TF Serving options: XLA and batching (runtime tfserving only).", default=None
     )
+    gateway: GatewayRef | None = _desc(
+        "A Gateway API parent Gateway: the operator attaches an HTTPRoute (and a GRPCRoute "
+        "for a gRPC port) to it, with exact canary weights and mirroring. Default: the "
+        "operator's (KUBESERVE_GATEWAY), else none: a canary then gets an approximate share "
+        "through the Service (docs/rollouts.md).",
+        default=None,
+    )
+    canary: Canary | None = _desc(
+        "A second version of the model, for the same runtime, that takes trafficPercent % of "
+        "the requests (or a copy of them) while it is Ready. Promote it by copying its fields "
+        "into spec and removing spec.canary; remove it alone to abort (docs/rollouts.md).",
+        default=None,
+    )
 
     cel_rules = (
         (
@@ -1109,7 +1291,43 @@ class ModelDeploymentSpec(_Model):
             "tfserving.batchThreads, maxEnqueuedBatches and padVariableLengthInputs tune "
             "batching: set spec.batching too",
         ),
+        (
+            "!has(self.canary) || self.canary.model.uri != self.model.uri || "
+            "has(self.canary.image) || has(self.canary.env) || has(self.canary.resources)",
+            CANARY_SAME_AS_STABLE,
+        ),
+        (
+            "!has(self.canary) || !has(self.canary.model.name) || "
+            "(has(self.model.name) && self.canary.model.name == self.model.name)",
+            CANARY_MODEL_NAME,
+        ),
+        (
+            "!has(self.canary) || !has(self.autoscaling) || "
+            "(self.autoscaling.engine != 'keda-http' && self.autoscaling.minReplicas >= 1)",
+            CANARY_SCALE_TO_ZERO,
+        ),
     )
+
+    @model_validator(mode="after")
+    def _canary(self) -> ModelDeploymentSpec:
+        canary = self.canary
+        if canary is None:
+            return self
+        if (
+            canary.model.uri == self.model.uri
+            and canary.image is None
+            and canary.env is None
+            and canary.resources is None
+        ):
+            raise ValueError(CANARY_SAME_AS_STABLE)
+        if canary.model.name is not None and canary.model.name != self.model.name:
+            raise ValueError(CANARY_MODEL_NAME)
+        scaling = self.autoscaling
+        if scaling is not None and (
+            scaling.engine == AutoscalingEngine.KEDA_HTTP or scaling.min_replicas == 0
+        ):
+            raise ValueError(CANARY_SCALE_TO_ZERO)
+        return self
 
     @model_validator(mode="after")
     def _runtime_options(self) -> ModelDeploymentSpec:
@@ -1230,6 +1448,48 @@ class ColdStart(_Model):
     )
 
 
+class CanaryState(StrEnum):
+    PENDING = "Pending"  # created, no canary pod Ready: weight 0
+    PROGRESSING = "Progressing"  # some canary pods Ready, weight moving up
+    WEIGHTED = "Weighted"  # the requested share (or mirror) in effect
+    PROMOTING = "Promoting"  # spec.model is the canary's: stable rolling, canary still serving
+    ROLLED_BACK = "RolledBack"  # all traffic on stable, canary at zero pods
+
+
+class CanaryStatus(_Model):
+    """What the canary gets now; the spec is never rewritten (docs/rollouts.md)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    state: CanaryState = _desc(
+        "Pending, Progressing, Weighted, Promoting or RolledBack (informational; the "
+        "CanaryReady condition is the contract)."
+    )
+    traffic: str = _desc("The split in effect, e.g. 'stable 90 / canary 10' or 'mirror 10'.")
+    traffic_percent: int = _desc(
+        "The canary's share of the live requests in effect (0 while mirroring).", ge=0, le=100
+    )
+    mirror_percent: int | None = _desc(
+        "The share of requests copied to the canary, when mirroring.", default=None
+    )
+    mode: str = _desc(
+        "gateway: exact weights on an HTTPRoute; service: the Service's ready pods set the "
+        "split, which is approximate."
+    )
+    approximate: bool = _desc(
+        "True when the split in effect differs from canary.trafficPercent (pod counts "
+        "cannot express it, or pods are not Ready yet).",
+        default=False,
+    )
+    replicas: int | None = _desc("Canary pods.", default=None)
+    ready_replicas: int | None = _desc("Canary pods Ready.", default=None)
+    template_hash: str | None = _desc(
+        "Hash of the canary's pod-shaping fields (model, image, env, resources). A rolled-back "
+        "canary is retried only when it changes.",
+        default=None,
+    )
+    message: str = _desc("Why: what is awaited, or the rollback's cause.", default="")
+
+
 class ModelDeploymentStatus(_Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
     observed_generation: int | None = _desc(
@@ -1247,6 +1507,9 @@ class ModelDeploymentStatus(_Model):
     autoscaler: AutoscalerStatus | None = _desc("The autoscaler's view.", default=None)
     last_cold_start: ColdStart | None = _desc(
         "How long the latest model-server pod took to become Ready, by stage.", default=None
+    )
+    canary: CanaryStatus | None = _desc(
+        "The canary's traffic in effect and its state (docs/rollouts.md).", default=None
     )
 
 
@@ -1363,5 +1626,7 @@ SCHEMA_MODELS: tuple[type[_Model], ...] = (
     HttpScaling,
     Autoscaling,
     Rollout,
+    Analysis,
+    Canary,
     ModelDeploymentSpec,
 )

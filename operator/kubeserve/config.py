@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from . import __version__
-from .api import CACHE_SIZE_PATTERN, DNS_SUBDOMAIN_PATTERN, Runtime
+from .api import CACHE_SIZE_PATTERN, DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, Runtime
 
 IMAGE_REPOSITORY = "kubeserve"
 
@@ -42,6 +42,9 @@ ENV_VARS: dict[str, str] = {
     # in each ModelDeployment's namespace; empty: no cache unless a ModelDeployment names one.
     "KUBESERVE_MODEL_CACHE_CLAIM": "",
     "KUBESERVE_MODEL_CACHE_MAX_SIZE": "50Gi",
+    # The default parent Gateway ("namespace/name") of every ModelDeployment that names none
+    # in spec.gateway (docs/rollouts.md); empty: no HTTPRoute unless spec.gateway is set.
+    "KUBESERVE_GATEWAY": "",
 }
 
 
@@ -59,6 +62,8 @@ class OperatorConfig:
     field_manager: str = ENV_VARS["KUBESERVE_FIELD_MANAGER"]
     model_cache_claim: str = ENV_VARS["KUBESERVE_MODEL_CACHE_CLAIM"]
     model_cache_max_size: str = ENV_VARS["KUBESERVE_MODEL_CACHE_MAX_SIZE"]
+    # (namespace, name) of the default parent Gateway, or None.
+    gateway: tuple[str, str] | None = None
 
     def image(self, runtime: Runtime, gpu: bool) -> str:
         return self.images[(runtime, gpu)]
@@ -75,6 +80,7 @@ class OperatorConfig:
         if not re.match(CACHE_SIZE_PATTERN, env["KUBESERVE_MODEL_CACHE_MAX_SIZE"]):
             raise ValueError("KUBESERVE_MODEL_CACHE_MAX_SIZE must be a size such as 50Gi")
         return cls(
+            gateway=parse_gateway(env["KUBESERVE_GATEWAY"]),
             images=_images(env),
             storage_initializer_image=env["KUBESERVE_IMAGE_STORAGE_INITIALIZER"],
             image_pull_policy=env["KUBESERVE_IMAGE_PULL_POLICY"],
@@ -88,6 +94,16 @@ class OperatorConfig:
             model_cache_claim=claim,
             model_cache_max_size=env["KUBESERVE_MODEL_CACHE_MAX_SIZE"],
         )
+
+
+def parse_gateway(value: str) -> tuple[str, str] | None:
+    """KUBESERVE_GATEWAY: "namespace/name" of a Gateway, or empty for none."""
+    if not value:
+        return None
+    namespace, _, name = value.partition("/")
+    if not re.match(DNS_LABEL_PATTERN, namespace) or not re.match(DNS_SUBDOMAIN_PATTERN, name):
+        raise ValueError(f"KUBESERVE_GATEWAY {value!r} must be namespace/name of a Gateway")
+    return namespace, name
 
 
 def _images(env: Mapping[str, str]) -> dict[tuple[Runtime, bool], str]:

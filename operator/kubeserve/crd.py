@@ -120,6 +120,12 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "URL", "type": "string", "jsonPath": ".status.url"},
         {
+            "name": "Canary",
+            "type": "integer",
+            "description": "The canary's share of the requests in effect, in %.",
+            "jsonPath": ".status.canary.trafficPercent",
+        },
+        {
             "name": "Cold-Start",
             "type": "number",
             "priority": 1,

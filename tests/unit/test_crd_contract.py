@@ -28,6 +28,13 @@ def md(**spec: Any) -> dict[str, Any]:
     }
 
 
+KEDA_ZERO = {
+    "minReplicas": 0,
+    "maxReplicas": 2,
+    "engine": "keda",
+    "metrics": [{"type": "requestsPerSecond", "target": 5, "query": "sum(rate(x[2m]))"}],
+}
+
 VALID = {
     "minimal": md(),
     "pvc": md(model={"uri": "pvc://models/mnist/v1"}),
@@ -88,6 +95,32 @@ VALID = {
     "tolerations": md(tolerations=[{"key": "k", "operator": "Exists", "effect": "NoSchedule"}]),
     "tfserving": md(runtime="tfserving"),
     "torchserve": md(runtime="torchserve", model={"uri": "pvc://c/p"}),
+    "canary": md(canary={"model": {"uri": "s3://bucket/mnist-v2"}, "trafficPercent": 10}),
+    "canary-full": md(
+        model={"uri": "s3://bucket/mnist", "name": "mnist"},
+        gateway={"name": "gw", "namespace": "infra", "sectionName": "http", "hostnames": ["m.io"]},
+        canary={
+            "model": {"uri": "s3://bucket/mnist-v2", "name": "mnist"},
+            "image": "example.com/onnx:2",
+            "env": [{"name": "A", "value": "1"}],
+            "resources": {"requests": {"cpu": "500m"}},
+            "replicas": 2,
+            "trafficPercent": 25,
+            "progressDeadlineSeconds": 900,
+            "analysis": {"maxErrorRatio": 0.01, "maxLatencyMs": 250, "failureLimit": 3},
+        },
+    ),
+    "canary-mirror": md(
+        gateway={"name": "gw"},
+        canary={"model": {"uri": "s3://bucket/mnist-v2"}, "mirror": True, "trafficPercent": 100},
+    ),
+    "canary-same-uri-new-image": md(
+        canary={"model": {"uri": "s3://bucket/mnist"}, "image": "example.com/onnx:2"}
+    ),
+    "canary-hpa": md(
+        autoscaling={"maxReplicas": 4},
+        canary={"model": {"uri": "s3://bucket/mnist-v2"}, "trafficPercent": 50},
+    ),
 }
 
 # name -> (object, field the operator must name)
@@ -139,6 +172,47 @@ INVALID = {
     "bad-quantity": (md(resources={"requests": {"cpu": "lots"}}), "spec.resources.requests.cpu"),
     "batch-too-big": (md(batching={"maxBatchSize": 100000}), "spec.batching.maxBatchSize"),
     "wrong-type": (md(replicas="three"), "spec.replicas"),
+    "canary-same-as-stable": (md(canary={"model": {"uri": "s3://bucket/mnist"}}), "spec"),
+    "canary-other-name": (
+        md(canary={"model": {"uri": "s3://bucket/v2", "name": "other"}}),
+        "spec",
+    ),
+    "canary-keda-http": (
+        md(
+            autoscaling={
+                "engine": "keda-http",
+                "maxReplicas": 2,
+                "metrics": [{"type": "concurrency", "target": 4}],
+            },
+            canary={"model": {"uri": "s3://bucket/v2"}},
+        ),
+        "spec",
+    ),
+    "canary-scale-to-zero": (
+        md(
+            autoscaling=KEDA_ZERO,
+            canary={"model": {"uri": "s3://bucket/v2"}},
+        ),
+        "spec",
+    ),
+    "canary-mirror-no-share": (
+        md(canary={"model": {"uri": "s3://bucket/v2"}, "mirror": True}),
+        "spec.canary",
+    ),
+    "canary-percent-over-100": (
+        md(canary={"model": {"uri": "s3://bucket/v2"}, "trafficPercent": 101}),
+        "spec.canary.trafficPercent",
+    ),
+    "canary-zero-replicas": (
+        md(canary={"model": {"uri": "s3://bucket/v2"}, "replicas": 0}),
+        "spec.canary.replicas",
+    ),
+    "canary-bad-uri": (md(canary={"model": {"uri": "ftp://h/m"}}), "spec.canary.model.uri"),
+    "analysis-no-threshold": (
+        md(canary={"model": {"uri": "s3://bucket/v2"}, "analysis": {"intervalSeconds": 30}}),
+        "spec.canary.analysis",
+    ),
+    "gateway-bad-namespace": (md(gateway={"name": "gw", "namespace": "A_B"}), "spec.gateway"),
 }
 
 
@@ -225,6 +299,7 @@ def test_crd_metadata_for_kubectl() -> None:
         "Ready",
         "Replicas",
         "URL",
+        "Canary",
         "Cold-Start",
         "Age",
     ]
