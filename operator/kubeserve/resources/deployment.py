@@ -12,7 +12,7 @@ from ..runtimes import runtime_for
 from ..runtimes.base import CONFIG_DIR, BuildContext
 from . import gpu as gpu_rules
 from .configmap import CONFIG_HASH_ANNOTATION, config_hash
-from .labels import metadata, pod_labels, selector_labels
+from .labels import STABLE, TRACK_LABEL, metadata, pod_labels, selector_labels
 from .names import child_name
 from .security import container_security_context, pod_security_context
 from .storage import ModelCacheSettings, model_storage
@@ -57,6 +57,11 @@ def deployment(
 ) -> dict[str, Any]:
     """``config``: the ConfigMap the servers read (render makes it), mounted and hashed."""
     template_meta: dict[str, Any] = {"labels": pod_labels(md)}
+    if md.spec.gateway is not None or cfg.gateway is not None:
+        # The Gateway's stable-only Service selects these pods; a Service cannot exclude
+        # the canary's any other way. Only here, so that an operator upgrade changes no
+        # template (and restarts no pod) of a ModelDeployment without a Gateway.
+        template_meta["labels"][TRACK_LABEL] = STABLE
     config_map = config["metadata"]["name"] if config else None
     if config:
         template_meta["annotations"] = {CONFIG_HASH_ANNOTATION: config_hash(config["data"])}

@@ -13,6 +13,11 @@ INSTANCE = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 # Every child we create carries it: the startup inventory and the child watches select by it.
 MANAGED_BY_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+# Which version a pod serves (docs/rollouts.md): on every canary pod, and on the stable pods
+# of a ModelDeployment routed through a Gateway (its stable-only Service selects them).
+TRACK_LABEL = "kubeserve.io/track"
+STABLE = "stable"
+CANARY = "canary"
 
 
 def selector_labels(md: ModelDeployment) -> dict[str, str]:
