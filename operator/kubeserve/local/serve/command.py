@@ -105,6 +105,15 @@ async def serve(md: ModelDeployment, base: Path, args: argparse.Namespace) -> in
             path = model_source.local_path(md.spec.model.uri, base)
             where = str(path.resolve()) if path else f"<a local copy of {md.spec.model.uri}>"
             tfserving.check_installed(md, where, args.port)
+        if md.spec.canary is not None:
+            # Stable and canary side by side behind one weighted front on the port.
+            from . import canary
+
+            async def resolve(view: ModelDeployment, work: Path, stop: asyncio.Event) -> Path:
+                return await model_source.resolve(view, base, work, stop)
+
+            await canary.serve(md, opts, stop, runner=runner(md.spec.runtime), resolve=resolve)
+            return 0
         model_dir = await model_source.resolve(md, base, Path(tmp), stop)
         if not stop.is_set():
             await runner(md.spec.runtime)(md, model_dir, opts, stop)

@@ -70,9 +70,10 @@ async def run(
             f"ready:   {server.url}/v2/health/ready",
             f"metrics: {server.url}/metrics",
             f"grpc:    {server.grpc_address} (inference.GRPCInferenceService, grpc.health.v1)",
+            opts=opts,
         )
         await stop.wait()
-        announce.stopping(md)
+        announce.stopping(md, opts)
     finally:
         await server.stop()
 

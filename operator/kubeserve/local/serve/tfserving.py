@@ -128,8 +128,9 @@ async def run(
             status_url,
             f'predict: POST {status_url}:predict  body {{"instances": [...]}}',
             f"metrics: {base}/monitoring/prometheus/metrics",
+            opts=opts,
         )
         await serve_until_stopped(child, stop)
-        announce.stopping(md)
+        announce.stopping(md, opts)
     finally:
         await child.stop()

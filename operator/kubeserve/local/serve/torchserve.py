@@ -135,9 +135,10 @@ async def run(
             f'predict:    POST {base}/predictions/{md.model_name}  body {{"data": [[...]]}}',
             f"metrics:    http://{url_host(opts.host)}:{metrics}/metrics",
             f"management: http://127.0.0.1:{management} (127.0.0.1 only)",
+            opts=opts,
         )
         await serve_until_stopped(child, stop)
-        announce.stopping(md)
+        announce.stopping(md, opts)
     finally:
         # `torchserve --stop` returns before Java exits: signal Java ourselves, then wait for
         # the wrapper, which exits only once Java has.
