@@ -24,6 +24,8 @@ from fixtures_local import serving, write_md
 
 from kubeserve.local.serve.canary import TRACK_HEADER, SmoothWeightedRoundRobin, split
 
+pytestmark = pytest.mark.runtimes
+
 NAME = "tiny"
 ROW = [1.0, 1.0, 1.0, 1.0]
 ANSWER = {"stable": 4.0, "canary": 8.0}  # sum(ROW) x 1, sum(ROW) x 2
