@@ -20,12 +20,12 @@ import dataclasses
 import itertools
 import logging
 import zlib
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import kopf
 
-from . import api, coldstarts, credentials, metrics
+from . import api, coldstarts, credentials, metrics, rollout
 from .config import OperatorConfig
 from .drift import drifted
 from .inventory import take_inventory
@@ -36,7 +36,14 @@ from .reconcile import ChildCache, ReconcileResult, reconcile, status_from_deplo
 from .render import render
 from .resources.autoscaling import autoscaler_status
 from .resources.kinds import WATCHED_CHILD_KINDS, ChildKind
-from .resources.labels import INSTANCE, MANAGED_BY, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR
+from .resources.labels import (
+    CANARY,
+    INSTANCE,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_SELECTOR,
+    TRACK_LABEL,
+)
 from .resources.names import label_value
 from .scheduling import NodeSummary, node_summary, schedulable
 from .status import DEPLOYMENT_READY_REASONS, conditions_equal, find_condition, now_rfc3339
@@ -568,7 +575,7 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
     if (md.get("status") or {}).get("observedGeneration") is None:
         # Not reconciled yet, or its first reconcile runs now and may have read the
         # Deployment before this change: the queue runs it (again, after the running one).
-        if kind == "Deployment" and type == "DELETED":
+        if kind == "Deployment" and (type == "DELETED" or _is_canary(body)):
             _reconcile_soon(memo, key)
         elif kind == "Deployment":
             _refresh_status_soon(memo, key, body)
@@ -596,6 +603,12 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
         return
     if kind != "Deployment":
         return
+    if _canary_involved(md, body):
+        # The canary is judged by a reconcile (rollout.plan): its readiness moves the
+        # weight, its deadline rolls it back, the stable's rollout ends a promotion.
+        _reconcile_soon(memo, key, delay=CANARY_EVENT_DELAY)
+        if _is_canary(body):
+            return
     # Readiness lives on the Deployment.
     status = status_from_deployment(md, body, memo.config, now=now_rfc3339())
     old = md.get("status") or {}
@@ -604,6 +617,24 @@ async def child_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: A
         # all, unless Ready changes, which `kubectl wait` and users wait for.
         urgent = _ready_status(old) != _ready_status(status)
         _refresh_status_soon(memo, key, body, delay=0.0 if urgent else STATUS_COALESCE_SECONDS)
+
+
+# Canary Deployment and pod events that queue a reconcile share one within this delay.
+CANARY_EVENT_DELAY = 0.5
+
+
+def _is_canary(body: Mapping[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return labels.get(TRACK_LABEL) == CANARY
+
+
+def _canary_involved(md: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """A canary Deployment, or a stable one while a canary runs or is being promoted."""
+    return (
+        _is_canary(body)
+        or bool((md.get("spec") or {}).get("canary"))
+        or bool((md.get("status") or {}).get("canary"))
+    )
 
 
 # How long Deployment status changes that leave Ready as it is wait to share one write.
@@ -696,8 +727,13 @@ async def pod_event(
     """A model-server pod that became Ready: its cold start, for the queue to record."""
     if type == "DELETED":
         return
-    start = coldstarts.cold_start(body)
     owner = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
+    if owner is not None and _is_canary(body) and rollout.crash_loop([body]):
+        # The canary Deployment may not show a crash loop: its pods do (rollback).
+        key = _instance_key(memo, namespace or "", owner)
+        if key is not None:
+            _reconcile_soon(memo, key, delay=CANARY_EVENT_DELAY)
+    start = coldstarts.cold_start(body)
     if start is None or owner is None:
         return
     key = _instance_key(memo, namespace or "", owner)

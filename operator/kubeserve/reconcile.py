@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import rollout
 from .api import KIND, InvalidSpec, ModelDeployment
 from .config import OperatorConfig
 from .inventory import ChildKey, controller_uid
@@ -28,9 +29,12 @@ from .resources.autoscaling import (
     keda_hpa_name,
     not_installed,
 )
-from .resources.kinds import CHILD_KINDS, ChildKind, kind_of
+from .resources.canary import track_selector
+from .resources.kinds import CHILD_KINDS, ChildKind, kind_of, suffixes
+from .resources.labels import CANARY
 from .resources.names import child_name
 from .resources.service import url
+from .rollout import analysis_breach
 from .scheduling import schedulable
 from .status import (
     FALSE,
@@ -121,15 +125,47 @@ async def reconcile(
         return ReconcileResult(status, [("Warning", "InvalidSpec", str(exc))])
 
     uid = md.metadata.uid or ""
-    wanted = {kind_of(obj).kind for obj in desired}
-    existing = await _fetch_children(kube, md, wanted, cache)
+    main_name = child_name(md.name)
+    canary_key = ("Deployment", child_name(md.name, CANARY))
+    # The canary is judged from the live objects: always look at them while there may be one.
+    canary_involved = md.spec.canary is not None or cache.controls(
+        (canary_key[0], md.namespace, canary_key[1]), uid
+    )
+    look = {_key(obj) for obj in desired}
+    if canary_involved:
+        look |= {canary_key, ("Deployment", main_name), ("HTTPRoute", main_name)}
+    existing = await _fetch_children(kube, md, look, cache, always=canary_involved)
     blockers: list[Verdict] = []
     events: list[tuple[str, str, str]] = []
 
+    pods: list[dict[str, Any]] = []
+    live_canary = existing.get(canary_key)
+    if live_canary is not None and owned_by(live_canary, uid) and md.spec.canary is not None:
+        pods = await kube.list("v1", "pods", md.namespace, label_selector=_canary_pod_selector(md))
+    breach = await analysis_breach(md, cfg)
+    canary_plan = rollout.plan(
+        md,
+        cfg,
+        rollout.Observed(
+            canary=live_canary if live_canary and owned_by(live_canary, uid) else None,
+            pods=pods,
+            stable=existing.get(("Deployment", main_name)),
+            route=existing.get(("HTTPRoute", main_name)),
+        ),
+        breach=breach,
+        previous=previous,
+    )
+    desired = render(md, cfg, canary_plan)
+    events.extend(canary_plan.events)
+    wanted = {_key(obj) for obj in desired}
+    if canary_plan.keep:
+        # Promotion or abort: the live canary keeps serving until the plan lets it go.
+        wanted |= {k for k in existing if k[1] != main_name and k[0] != "HTTPRoute"}
+
     # Prune first: KEDA refuses a ScaledObject for a Deployment an old HPA still scales.
-    for kind in CHILD_KINDS:
-        stale = existing.get(kind.kind)
-        if kind.kind in wanted or stale is None or not owned_by(stale, uid):
+    for key, stale in existing.items():
+        kind = KINDS_BY_NAME[key[0]]
+        if key in wanted or not owned_by(stale, uid):
             continue
         name = stale["metadata"]["name"]
         await kube.delete(
@@ -138,13 +174,16 @@ async def reconcile(
         cache.owners.pop((kind.kind, md.namespace, name), None)
         events.append(("Normal", "Pruned", f"deleted {kind.kind} {name}"))
 
-    applied: dict[str, dict[str, Any]] = {}
+    applied: dict[tuple[str, str], dict[str, Any]] = {}
     autoscaler_verdict: Verdict | None = None
-    retry_after: float | None = None
+    canary_problem: Verdict | None = None
+    retry_after: float | None = canary_plan.retry_after
     deployment_failed = False
     for obj in desired:
         kind = kind_of(obj)
-        current = existing.get(kind.kind)
+        key = _key(obj)
+        is_main = key[1] == main_name
+        current = existing.get(key)
         if current is not None and not owned_by(current, uid):
             blockers.append(_not_ours(kind, obj["metadata"]["name"], current, md))
             if blockers[-1].reason == PREDECESSOR_REASON:
@@ -155,13 +194,17 @@ async def reconcile(
             # refused Deployment never made, they would cut off the pods that serve now.
             continue
         try:
-            if kind.kind == "Deployment":
+            if kind.kind == "Deployment" and is_main:
                 await _hand_over_replicas(kube, md, obj, current, cfg, cache)
-            applied[kind.kind] = await kube.apply(obj, kind.plural, field_manager=cfg.field_manager)
+            applied[key] = await kube.apply(obj, kind.plural, field_manager=cfg.field_manager)
         except ApiError as exc:
             verdict = await _apply_failure(kube, kind, exc)
             if verdict.status == UNKNOWN:
                 raise
+            if not is_main and kind.kind != "Service":
+                # A canary object: the canary is not Ready, stable serves on.
+                canary_problem = replace(verdict, type=rollout.CANARY_READY)
+                continue
             deployment_failed = deployment_failed or kind.kind == "Deployment"
             if kind.optional and verdict.reason in NOT_INSTALLED_REASONS:
                 autoscaler_verdict = not_installed(kind.api_version)
@@ -169,18 +212,23 @@ async def reconcile(
             continue
         cache.owners[(kind.kind, md.namespace, obj["metadata"]["name"])] = uid
 
-    deployment = applied.get("Deployment", existing.get("Deployment"))
+    deployment = applied.get(("Deployment", main_name), existing.get(("Deployment", main_name)))
     if deployment is None and deployment_failed:
         # Refused, yet an earlier one may serve: the status reports the one that runs.
-        deployment = await kube.get("apps/v1", "deployments", md.namespace, child_name(md.name))
+        deployment = await kube.get("apps/v1", "deployments", md.namespace, main_name)
     verdicts = [valid_spec_verdict(), *deployment_verdicts(deployment)]
-    autoscaler = await _autoscaler_state(kube, md, applied)
+    autoscaler = await _autoscaler_state(
+        kube, md, {k[0]: v for k, v in applied.items() if k[1] == main_name}
+    )
     verdicts.append(autoscaler_verdict or autoscaler.condition)
     placement = schedulable(md, nodes, cfg)
     verdicts.append(placement)
     if placement.status == FALSE and replica_counts(deployment)[2] == 0:
         blockers.append(as_ready(placement))
     verdicts.append(ready_verdict(deployment, blockers, autoscaled=bool(md.spec.autoscaling)))
+    canary_verdict = canary_problem or canary_plan.verdict
+    if canary_verdict is not None:
+        verdicts.append(canary_verdict)
     status = status_for(
         previous,
         generation=generation,
@@ -190,6 +238,8 @@ async def reconcile(
         url=url(md, cfg),
         autoscaler=_autoscaler_summary(md, autoscaler, previous.get("autoscaler")),
     )
+    if canary_plan.status is not None or previous.get("canary") is not None:
+        status["canary"] = canary_plan.status
     events.extend(("Warning", b.reason, b.message) for b in blockers)
     return ReconcileResult(status, events, retry_after)
 
@@ -374,40 +424,66 @@ def status_from_deployment(
 async def _fetch_children(
     kube: KubeClient,
     md: ModelDeployment,
-    wanted: set[str],
+    wanted: set[tuple[str, str]],
     cache: ChildCache,
-) -> dict[str, dict[str, Any]]:
-    """The children that need a look, fetched concurrently by their deterministic name.
+    *,
+    always: bool = False,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The children that need a look, fetched concurrently by their deterministic names,
+    keyed by (kind, name).
 
     Without a startup inventory, on first sight of a ModelDeployment in this process: every
-    kind, even when it has no status yet (a process that died before its first status write
-    may have created children the spec no longer wants). Otherwise: desired kinds we do not
-    know to be ours (an object of that name may belong to someone else) and kinds we control
-    but no longer want (to prune them).
+    possible child, even when it has no status yet (a process that died before its first
+    status write may have created children the spec no longer wants). Otherwise: desired
+    children we do not know to be ours (an object of that name may belong to someone else)
+    and children we control but no longer want (to prune them). ``always``: the ``wanted``
+    ones too (the canary is judged from their live status).
     """
-    name = child_name(md.name)
     uid = md.metadata.uid or ""
+    candidates = [
+        (kind, child_name(md.name, suffix)) for kind in CHILD_KINDS for suffix in suffixes(kind)
+    ]
 
-    def ours(kind: ChildKind) -> bool:
+    def ours(kind: ChildKind, name: str) -> bool:
         return cache.controls((kind.kind, md.namespace, name), uid)
 
     if cache.inventoried or uid in cache.visited:
-        kinds = [k for k in CHILD_KINDS if (k.kind in wanted) != ours(k)]
+        look = [
+            (k, n)
+            for k, n in candidates
+            if ((k.kind, n) in wanted) != ours(k, n) or (always and (k.kind, n) in wanted)
+        ]
     else:
-        kinds = list(CHILD_KINDS)
+        look = candidates
     found = await asyncio.gather(
-        *(kube.get(k.api_version, k.plural, md.namespace, name) for k in kinds)
+        *(kube.get(k.api_version, k.plural, md.namespace, n) for k, n in look)
     )
     cache.visited.add(uid)
-    existing = {k.kind: obj for k, obj in zip(kinds, found, strict=True) if obj}
-    for kind in kinds:
+    existing = {
+        (k.kind, n): obj
+        for (k, n), obj in zip(look, found, strict=True)
+        if obj and (obj.get("metadata") or {}).get("name", n) == n
+    }
+    for kind, name in look:
         key = (kind.kind, md.namespace, name)
-        controller = controller_uid(existing[kind.kind]) if kind.kind in existing else None
+        obj = existing.get((kind.kind, name))
+        controller = controller_uid(obj) if obj else None
         if controller:
             cache.owners[key] = controller
         else:
             cache.owners.pop(key, None)
     return existing
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return str(obj["kind"]), str(obj["metadata"]["name"])
+
+
+def _canary_pod_selector(md: ModelDeployment) -> str:
+    return ",".join(f"{k}={v}" for k, v in track_selector(md, CANARY).items())
+
+
+KINDS_BY_NAME = {kind.kind: kind for kind in CHILD_KINDS}
 
 
 async def _apply_failure(kube: KubeClient, kind: ChildKind, exc: ApiError) -> Verdict:

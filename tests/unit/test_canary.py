@@ -217,9 +217,22 @@ def test_template_hash_follows_the_pod_shape_only() -> None:
     assert template_hash(md()) == ""
 
 
-def test_render_is_unchanged_by_a_canary_until_the_controller_is_wired() -> None:
-    kinds = [c["kind"] for c in render(md(canary=V2), CFG)]
-    assert kinds == [c["kind"] for c in render(md(), CFG)]
+def test_render_shows_the_canary_deployment_without_a_gateway() -> None:
+    names = {(c["kind"], c["metadata"]["name"]) for c in render(md(canary=V2), CFG)}
+    stable = {(c["kind"], c["metadata"]["name"]) for c in render(md(), CFG)}
+    assert names - stable == {("Deployment", "resnet-canary")}
+
+
+def test_render_with_a_gateway_shows_routes_at_weight_zero_before_the_controller_looks() -> None:
+    children = render(md(canary={**V2, "trafficPercent": 10}), CFG_GW)
+    names = [(c["kind"], c["metadata"]["name"]) for c in children]
+    assert ("Service", "resnet-stable") in names and ("Service", "resnet-canary") in names
+    # The routes come before the canary Deployment: on a rollback weight 0 goes first.
+    assert names.index(("HTTPRoute", "resnet")) < names.index(("Deployment", "resnet-canary"))
+    route = next(c for c in children if c["kind"] == "HTTPRoute")
+    assert route["spec"]["rules"][0]["backendRefs"] == [
+        {"name": "resnet-stable", "port": 8080, "weight": 1}
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

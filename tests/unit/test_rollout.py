@@ -1,28 +1,27 @@
-"""The Deployment strategy: GPU-safe by default (no surge pod needing a spare GPU), spec.rollout
-overrides; and who owns spec.replicas."""
+"""The canary controller's decisions (rollout.plan): weight follows readiness, rollback from
+what the cluster shows, promotion keeps the canary until the new stable is out."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
-from cel_helper import cel_errors
-from keda_schema import child_errors
-
-from kubeserve.api import InvalidSpec, ModelDeployment
+from kubeserve.api import ModelDeployment
 from kubeserve.config import OperatorConfig
 from kubeserve.render import render
-from kubeserve.resources.deployment import deployment, strategy
+from kubeserve.rollout import (
+    ROLLBACK_CAUSE_ANNOTATION,
+    ROLLED_BACK_ANNOTATION,
+    SHAPE_ANNOTATION,
+    Observed,
+    canary_shape,
+    crash_loop,
+    plan,
+    pod_shape,
+)
 
 CFG = OperatorConfig()
-GPU = {"count": 1}
-HPA = {"minReplicas": 1, "maxReplicas": 4}
-KEDA_ZERO = {
-    "engine": "keda",
-    "minReplicas": 0,
-    "maxReplicas": 4,
-    "metrics": [{"type": "requestsPerSecond", "target": 5, "query": "sum(rate(x[2m]))"}],
-}
+GW = OperatorConfig(gateway=("infra", "shared"))
+V2 = {"model": {"uri": "s3://models/resnet-v2"}, "trafficPercent": 10}
 
 
 def md(**spec: Any) -> ModelDeployment:
@@ -30,130 +29,142 @@ def md(**spec: Any) -> ModelDeployment:
         {
             "apiVersion": "kubeserve.io/v1alpha1",
             "kind": "ModelDeployment",
-            "metadata": {"name": "resnet", "namespace": "ml"},
-            "spec": {"runtime": "tfserving", "model": {"uri": "s3://models/m"}, **spec},
+            "metadata": {"name": "resnet", "namespace": "ml", "uid": "u-1"},
+            "spec": {
+                "runtime": "onnxruntime",
+                "model": {"uri": "s3://models/resnet-v1"},
+                "replicas": 9,
+                **spec,
+            },
         }
     )
 
 
-def rolling(surge: int | str, unavailable: int | str) -> dict[str, Any]:
+def deployment(
+    replicas: int, available: int, *, shape: str = "", generation: int = 1, **notes: str
+) -> dict[str, Any]:
     return {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
+        "metadata": {"generation": generation, "annotations": {SHAPE_ANNOTATION: shape, **notes}},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "availableReplicas": available,
+            "readyReplicas": available,
+        },
     }
 
 
-RECREATE = {"type": "Recreate"}
-
-# name -> (spec, expected strategy)
-CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    # Without a GPU: Kubernetes' own defaults.
-    "cpu": ({}, rolling("25%", "25%")),
-    "cpu-replicas-3": ({"replicas": 3}, rolling("25%", "25%")),
-    "cpu-autoscaled": ({"autoscaling": HPA}, rolling("25%", "25%")),
-    "cpu-recreate": ({"rollout": {"strategy": "Recreate"}}, RECREATE),
-    "cpu-surge-only": ({"rollout": {"maxSurge": 1}}, rolling(1, "25%")),
-    "cpu-both": ({"rollout": {"maxSurge": "50%", "maxUnavailable": 0}}, rolling("50%", 0)),
-    # With a GPU: never ask for a spare GPU.
-    "gpu-one-replica": ({"gpu": GPU}, RECREATE),
-    "gpu-zero-replicas": ({"gpu": GPU, "replicas": 0}, RECREATE),
-    "gpu-replicas-3": ({"gpu": GPU, "replicas": 3}, rolling(0, 1)),
-    "gpu-autoscaled-from-one": ({"gpu": GPU, "autoscaling": HPA}, rolling(0, 1)),
-    "gpu-keda-from-zero": ({"gpu": GPU, "autoscaling": KEDA_ZERO}, rolling(0, 1)),
-    "mig-replicas-2": ({"gpu": {"migProfile": "1g.10gb"}, "replicas": 2}, rolling(0, 1)),
-    # spec.rollout overrides; a half-given pair is completed to stay valid.
-    "gpu-explicit-recreate": (
-        {"gpu": GPU, "replicas": 4, "rollout": {"strategy": "Recreate"}},
-        RECREATE,
-    ),
-    "gpu-explicit-rolling-one-replica": (
-        {"gpu": GPU, "rollout": {"strategy": "RollingUpdate"}},
-        rolling(0, 1),
-    ),
-    "gpu-spare-gpu": ({"gpu": GPU, "replicas": 2, "rollout": {"maxSurge": 1}}, rolling(1, 0)),
-    "gpu-spare-gpu-percent": (
-        {"gpu": GPU, "replicas": 2, "rollout": {"maxSurge": "25%"}},
-        rolling("25%", 0),
-    ),
-    "gpu-surge-zero": ({"gpu": GPU, "replicas": 2, "rollout": {"maxSurge": 0}}, rolling(0, 1)),
-    "gpu-faster": ({"gpu": GPU, "replicas": 8, "rollout": {"maxUnavailable": 2}}, rolling(0, 2)),
-    "gpu-never-down": (
-        {"gpu": GPU, "replicas": 2, "rollout": {"maxUnavailable": 0}},
-        rolling(1, 0),
-    ),
-    "gpu-never-down-percent": (
-        {"gpu": GPU, "replicas": 2, "rollout": {"maxUnavailable": "0%"}},
-        rolling(1, "0%"),
-    ),
-    "gpu-both-given": (
-        {"gpu": GPU, "replicas": 4, "rollout": {"maxSurge": 2, "maxUnavailable": "50%"}},
-        rolling(2, "50%"),
-    ),
-}
+def test_the_weight_moves_only_when_every_canary_pod_is_ready() -> None:
+    m = md(canary=V2)
+    shape = canary_shape(m)
+    pending = plan(m, GW, Observed(canary=deployment(1, 0, shape=shape)))
+    assert (pending.percent, pending.replicas, pending.status["state"]) == (0, 1, "Pending")
+    assert pending.verdict is not None and pending.verdict.status == "False"
+    ready = plan(m, GW, Observed(canary=deployment(1, 1, shape=shape)))
+    assert (ready.percent, ready.status["traffic"]) == (10, "stable 90 / canary 10")
+    assert ready.verdict is not None and ready.verdict.reason == "Serving"
+    route = next(c for c in render(m, GW, ready) if c["kind"] == "HTTPRoute")
+    weights = [r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]]
+    assert weights == [90, 10]
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_strategy(case: str) -> None:
-    spec, expected = CASES[case]
-    model = md(**spec)
-    assert strategy(model) == expected
-    rendered = deployment(model, CFG, config=None)
-    assert rendered["spec"]["strategy"] == expected
-    assert child_errors(rendered) == []
+def test_a_canary_of_an_older_shape_gets_no_weight() -> None:
+    m = md(canary=V2)
+    assert plan(m, GW, Observed(canary=deployment(1, 1, shape="old"))).percent == 0
 
 
-def test_every_rolling_default_can_make_progress() -> None:
-    for spec, expected in CASES.values():
-        if expected["type"] == "RollingUpdate":
-            pair = expected["rollingUpdate"]
-            assert {str(pair["maxSurge"]), str(pair["maxUnavailable"])} - {"0", "0%"}, spec
+def test_without_a_gateway_the_split_is_approximate_and_sized_from_pods() -> None:
+    m = md(canary=V2)
+    p = plan(m, CFG, Observed(canary=deployment(1, 1, shape=canary_shape(m)),
+                              stable=deployment(9, 9)))  # fmt: skip
+    assert p.replicas == 1
+    assert p.status is not None and p.status["mode"] == "service"
+    assert p.status["traffic"] == "stable 90 / canary 10" and p.status["approximate"]
+    assert "Ready" in p.status["message"]
 
 
-REPLICAS: dict[str, tuple[dict[str, Any], int | None]] = {
-    "fixed": ({"replicas": 3}, 3),
-    "fixed-zero": ({"replicas": 0}, 0),
-    "hpa-owns-them": ({"replicas": 3, "autoscaling": HPA}, None),
-    "keda-owns-them": ({"autoscaling": KEDA_ZERO}, None),
-}
+def test_deadline_exceeded_rolls_back_weight_first_and_records_the_shape() -> None:
+    m = md(canary=V2)
+    shape = canary_shape(m)
+    live = deployment(1, 0, shape=shape)
+    live["status"]["conditions"] = [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    ]
+    p = plan(m, GW, Observed(canary=live))
+    assert (p.replicas, p.percent) == (0, 0)
+    assert p.verdict is not None and p.verdict.reason == "RolledBack"
+    assert "ProgressDeadlineExceeded" in p.verdict.message
+    assert p.events and p.events[0][1] == "CanaryRolledBack"
+    children = render(m, GW, p)
+    names = [(c["kind"], c["metadata"]["name"]) for c in children]
+    assert names.index(("HTTPRoute", "resnet")) < names.index(("Deployment", "resnet-canary"))
+    canary = next(c for c in children if c["metadata"]["name"] == "resnet-canary"
+                  and c["kind"] == "Deployment")  # fmt: skip
+    assert canary["spec"]["replicas"] == 0
+    assert canary["metadata"]["annotations"][ROLLED_BACK_ANNOTATION] == shape
+    # The next reconcile sees the annotation: still rolled back, no second event.
+    again = plan(m, GW, Observed(canary=canary))
+    assert again.replicas == 0 and again.verdict is not None
+    assert again.verdict.reason == "RolledBack" and not again.events
 
 
-@pytest.mark.parametrize("case", sorted(REPLICAS))
-def test_spec_replicas_only_without_an_autoscaler(case: str) -> None:
-    spec, expected = REPLICAS[case]
-    rendered = deployment(md(**spec), CFG, config=None)["spec"]
-    assert rendered.get("replicas") == expected
-    assert ("replicas" in rendered) == (expected is not None)
+def test_a_changed_canary_is_retried_and_a_traffic_edit_is_not() -> None:
+    m = md(canary=V2)
+    shape = canary_shape(m)
+    notes = {ROLLED_BACK_ANNOTATION: shape, ROLLBACK_CAUSE_ANNOTATION: "x"}
+    rolled = deployment(0, 0, shape=shape, **notes)
+    assert plan(md(canary={**V2, "trafficPercent": 20}), GW, Observed(canary=rolled)).replicas == 0
+    v3 = md(canary={**V2, "model": {"uri": "s3://models/resnet-v3"}})
+    assert plan(v3, GW, Observed(canary=rolled)).replicas == 1
 
 
-INVALID: dict[str, tuple[dict[str, Any], str]] = {
-    "both-zero": ({"maxSurge": 0, "maxUnavailable": 0}, "cannot both be 0"),
-    "both-zero-percent": ({"maxSurge": "0%", "maxUnavailable": "0"}, "cannot both be 0"),
-    "recreate-with-surge": ({"strategy": "Recreate", "maxSurge": 1}, "apply only to RollingUpdate"),
-    "recreate-with-unavailable": (
-        {"strategy": "Recreate", "maxUnavailable": 1},
-        "apply only to RollingUpdate",
-    ),
-}
+def test_crash_loop_from_the_pods() -> None:
+    looping = {"metadata": {"name": "p"}, "status": {"containerStatuses": [
+        {"name": "server", "restartCount": 1,
+         "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}  # fmt: skip
+    restarts = {"metadata": {"name": "q"}, "status": {"containerStatuses": [
+        {"name": "server", "restartCount": 3, "state": {"running": {}}}]}}  # fmt: skip
+    healthy = {"metadata": {"name": "r"}, "status": {"containerStatuses": [
+        {"name": "server", "restartCount": 0, "state": {"running": {}}}]}}  # fmt: skip
+    assert crash_loop([healthy]) is None
+    assert crash_loop([looping]) and crash_loop([restarts])
+    m = md(canary=V2)
+    p = plan(m, GW, Observed(canary=deployment(1, 0, shape=canary_shape(m)), pods=[looping]))
+    assert p.replicas == 0 and p.verdict is not None and "crash-looping" in p.verdict.message
 
 
-@pytest.mark.parametrize("case", sorted(INVALID))
-def test_invalid_rollouts_are_rejected_by_cel_and_pydantic(case: str) -> None:
-    rollout, fragment = INVALID[case]
-    errors = cel_errors("spec.rollout", rollout)
-    assert len(errors) == 1 and fragment in errors[0], errors
-    with pytest.raises(InvalidSpec, match=fragment) as caught:
-        md(rollout=rollout)
-    assert str(caught.value).startswith("spec.rollout")
+def test_an_analysis_breach_rolls_back() -> None:
+    m = md(canary=V2)
+    p = plan(m, GW, Observed(canary=deployment(1, 1, shape=canary_shape(m))), breach="5% errors")
+    assert p.replicas == 0 and p.verdict is not None and "5% errors" in p.verdict.message
 
 
-@pytest.mark.parametrize(
-    "rollout", [{"maxSurge": 0}, {"maxUnavailable": 0}, {"maxSurge": 0, "maxUnavailable": 1}, {}]
-)
-def test_valid_rollouts_pass_both_layers(rollout: dict[str, Any]) -> None:
-    assert cel_errors("spec.rollout", rollout) == []
-    md(rollout=rollout)
+def test_promotion_keeps_the_canary_until_the_new_stable_is_out() -> None:
+    promoted = md(model={"uri": "s3://models/resnet-v2"})
+    assert pod_shape(promoted) == canary_shape(md(canary=V2))
+    canary = deployment(1, 1, shape=pod_shape(promoted))
+    route = {"spec": {"rules": [{"backendRefs": [
+        {"name": "resnet-stable", "weight": 90}, {"name": "resnet-canary", "weight": 10}]}]}}  # fmt: skip
+    rolling = deployment(9, 7, generation=2)
+    rolling["status"]["updatedReplicas"] = 3
+    p = plan(promoted, GW, Observed(canary=canary, stable=rolling, route=route))
+    assert p.keep and p.percent == 10 and p.stable_max_unavailable == 1
+    assert p.verdict is not None and p.verdict.reason == "Promoting"
+    stable = next(c for c in render(promoted, GW, p) if c["metadata"]["name"] == "resnet"
+                  and c["kind"] == "Deployment")  # fmt: skip
+    assert stable["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
+    # Stable complete: weight back to stable first, the canary is kept one more round.
+    done = plan(promoted, GW, Observed(canary=canary, stable=deployment(9, 9, generation=2),
+                                       route=route))  # fmt: skip
+    assert done.keep and done.percent == 0
+    # Route moved: the canary goes.
+    gone = plan(promoted, GW, Observed(canary=canary, stable=deployment(9, 9, generation=2)))
+    assert not gone.keep and not gone.render_canary
 
 
-def test_gpu_rollout_renders_valid_objects() -> None:
-    for child in render(md(gpu=GPU, replicas=3, rollout={"maxSurge": 1}), CFG):
-        assert child_errors(child) == [], child["kind"]
+def test_mirror_without_a_gateway_creates_no_canary() -> None:
+    p = plan(md(canary={**V2, "mirror": True}), CFG, Observed())
+    assert not p.render_canary and p.verdict is not None
+    assert p.verdict.reason == "MirrorNeedsGateway"

@@ -48,6 +48,13 @@ rbac.cluster_rules(), so a new child kind needs a line here too.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, list, watch, create, patch, delete]
+# The canary's Gateway API routes (optional: the CRDs may be absent; not watched).
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, create, patch, delete]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [grpcroutes]
+  verbs: [get, list, create, patch, delete]
 # kopf posts events about handler progress and errors.
 - apiGroups: [""]
   resources: [events]

@@ -27,7 +27,24 @@ CHILD_KINDS: tuple[ChildKind, ...] = (
     ChildKind("http.keda.sh/v1alpha1", "HTTPScaledObject", "httpscaledobjects", optional=True),
     ChildKind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+    # The canary's routes (docs/rollouts.md): the Gateway API CRDs may be absent.
+    ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", optional=True),
+    ChildKind("gateway.networking.k8s.io/v1", "GRPCRoute", "grpcroutes", optional=True),
 )
+# The name suffixes a kind's children may have: one child per kind and suffix
+# (child_name(md, suffix)). The canary adds a Deployment, a ConfigMap and, with a Gateway,
+# the stable-only and canary-only Services.
+CHILD_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "ConfigMap": ("", "canary"),
+    "Deployment": ("", "canary"),
+    "Service": ("", "stable", "canary"),
+}
+
+
+def suffixes(kind: ChildKind) -> tuple[str, ...]:
+    return CHILD_SUFFIXES.get(kind.kind, ("",))
+
+
 # Watched by label (handlers.py): every kind a cluster always serves. KEDA and its HTTP
 # add-on may be absent, so drift of their objects waits for the resync.
 WATCHED_CHILD_KINDS = tuple(kind for kind in CHILD_KINDS if not kind.optional)
