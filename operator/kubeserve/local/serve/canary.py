@@ -314,7 +314,7 @@ async def _all_ready(
                 return False
             for name, task in tasks.items():
                 if task.done():
-                    task.result()  # raises the track's own error
+                    _raise_named(name, task)
                     raise LocalError(f"the {name} server stopped before it was ready")
         return True
     finally:
@@ -330,10 +330,19 @@ async def _until_stop_or_failure(
         await asyncio.wait({*tasks.values(), stopped}, return_when=asyncio.FIRST_COMPLETED)
         for name, task in tasks.items():
             if task.done() and not stop.is_set():
-                task.result()
+                _raise_named(name, task)
                 raise LocalError(f"the {name} server stopped unexpectedly")
     finally:
         stopped.cancel()
+
+
+def _raise_named(track: str, task: asyncio.Future[None]) -> None:
+    """Re-raise a finished track's error, saying which track it was."""
+    try:
+        task.result()
+    except LocalError as exc:
+        exc.args = (f"{track}: {exc}", *exc.args[1:])
+        raise
 
 
 def _origin(url: str) -> str:
