@@ -145,8 +145,8 @@ def test_promotion_keeps_the_canary_until_the_new_stable_is_out() -> None:
     promoted = md(model={"uri": "s3://models/resnet-v2"})
     assert pod_shape(promoted) == canary_shape(md(canary=V2))
     canary = deployment(1, 1, shape=pod_shape(promoted))
-    route = {"spec": {"rules": [{"backendRefs": [
-        {"name": "resnet-stable", "weight": 90}, {"name": "resnet-canary", "weight": 10}]}]}}  # fmt: skip
+    refs = [{"name": "resnet-stable", "weight": 90}, {"name": "resnet-canary", "weight": 10}]
+    route = {"spec": {"rules": [{"backendRefs": refs}]}}
     rolling = deployment(9, 7, generation=2)
     rolling["status"]["updatedReplicas"] = 3
     p = plan(promoted, GW, Observed(canary=canary, stable=rolling, route=route))
