@@ -1488,6 +1488,10 @@ class CanaryStatus(_Model):
         default=None,
     )
     message: str = _desc("Why: what is awaited, or the rollback's cause.", default="")
+    analysis_failures: int | None = _desc(
+        "Consecutive breached analysis checks (canary.analysis.failureLimit rolls back).",
+        default=None,
+    )
 
 
 class ModelDeploymentStatus(_Model):

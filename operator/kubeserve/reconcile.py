@@ -142,7 +142,15 @@ async def reconcile(
     live_canary = existing.get(canary_key)
     if live_canary is not None and owned_by(live_canary, uid) and md.spec.canary is not None:
         pods = await kube.list("v1", "pods", md.namespace, label_selector=_canary_pod_selector(md))
-    breach = await analysis_breach(md, cfg)
+    breach, analysis_failures = (None, None)
+    if (
+        live_canary is not None
+        and md.spec.canary is not None
+        and md.spec.canary.analysis
+        and not rollout.annotations_of(live_canary).get(rollout.ROLLED_BACK_ANNOTATION)
+    ):
+        # Analysis: only while a canary runs; unknown never rolls back (rollout.py).
+        breach, analysis_failures = await analysis_breach(md, cfg, previous)
     canary_plan = rollout.plan(
         md,
         cfg,
@@ -240,6 +248,8 @@ async def reconcile(
     )
     if canary_plan.status is not None or previous.get("canary") is not None:
         status["canary"] = canary_plan.status
+        if canary_plan.status is not None and analysis_failures is not None:
+            status["canary"] = {**canary_plan.status, "analysisFailures": analysis_failures}
     events.extend(("Warning", b.reason, b.message) for b in blockers)
     return ReconcileResult(status, events, retry_after)
 

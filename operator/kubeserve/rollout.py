@@ -21,7 +21,6 @@ decides the same thing again; nothing lives in memory.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -435,32 +434,30 @@ def _status(
 # --- analysis: the hook for operator/kubeserve/analysis.py ------------------------------
 
 
-async def analysis_breach(md: ModelDeployment, cfg: OperatorConfig) -> str | None:
-    """The analysis verdict's breach message; None when there is no analysis, it is ok, or
-    unknown (no data, Prometheus unreachable: unknown never rolls back).
+async def analysis_breach(
+    md: ModelDeployment, cfg: OperatorConfig, previous: Mapping[str, Any] | None = None
+) -> tuple[str | None, int | None]:
+    """(the breach message when analysis.failureLimit consecutive checks breached, else None;
+    the consecutive breach count for status.canary.analysisFailures).
 
-    analysis.evaluate(md, cfg, prometheus) -> AnalysisVerdict is the analysis engineer's
-    module; until it exists, no analysis verdict is ever a breach.
+    None, None when spec.canary.analysis is unset. analysis.evaluate answers ok, breach or
+    unknown; unknown keeps the count and never rolls back. The count lives in the status, so
+    a restarted operator goes on counting where it was.
     """
     canary = md.spec.canary
     if canary is None or canary.analysis is None:
-        return None
-    try:
-        analysis: Any = importlib.import_module(f"{__package__}.analysis")
-    except ImportError:
-        return None
-    evaluate = getattr(analysis, "evaluate", None)
-    if evaluate is None:
-        return None
-    try:
-        verdict = await evaluate(md, cfg, getattr(cfg, "prometheus_url", None))
-    except Exception:  # an analysis failure is "unknown", never a rollback
-        return None
-    if verdict is None:
-        return None
-    if getattr(verdict, "breached", False) or getattr(verdict, "kind", None) == "breach":
-        return str(getattr(verdict, "message", "") or "threshold breached")
-    return None
+        return None, None
+    from . import analysis  # the analysis engineer's module; imported only when used
+
+    before = int(((previous or {}).get("canary") or {}).get("analysisFailures") or 0)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        verdict = await analysis.evaluate(md, cfg.prometheus_url, session)
+    failures = analysis.next_failures(before, verdict)
+    if analysis.rolls_back(md, failures):
+        return verdict.message or "threshold breached", failures
+    return None, failures
 
 
 __all__ = [

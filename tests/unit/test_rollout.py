@@ -168,3 +168,20 @@ def test_mirror_without_a_gateway_creates_no_canary() -> None:
     p = plan(md(canary={**V2, "mirror": True}), CFG, Observed())
     assert not p.render_canary and p.verdict is not None
     assert p.verdict.reason == "MirrorNeedsGateway"
+
+
+def test_the_analysis_hook_counts_breaches_to_the_failure_limit(monkeypatch: Any) -> None:
+    import asyncio
+
+    from kubeserve import analysis, rollout
+
+    async def breach(*_: Any, **__: Any) -> analysis.AnalysisVerdict:
+        return analysis.AnalysisVerdict.breach("error ratio 0.5 > 0.01")
+
+    monkeypatch.setattr(analysis, "evaluate", breach)
+    m = md(canary={**V2, "analysis": {"maxErrorRatio": 0.01, "failureLimit": 2}})
+    assert asyncio.run(rollout.analysis_breach(md(canary=V2), CFG)) == (None, None)
+    first = asyncio.run(rollout.analysis_breach(m, CFG))
+    assert first == (None, 1)
+    second = asyncio.run(rollout.analysis_breach(m, CFG, {"canary": {"analysisFailures": 1}}))
+    assert second == ("error ratio 0.5 > 0.01", 2)
