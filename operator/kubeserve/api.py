@@ -1492,6 +1492,11 @@ class CanaryStatus(_Model):
         "Consecutive breached analysis checks (canary.analysis.failureLimit rolls back).",
         default=None,
     )
+    last_analysis_time: str | None = _desc(
+        "When the canary analysis last queried Prometheus (RFC 3339); the next check waits "
+        "until canary.analysis.intervalSeconds have passed.",
+        default=None,
+    )
 
 
 class ModelDeploymentStatus(_Model):

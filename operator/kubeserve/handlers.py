@@ -45,7 +45,7 @@ from .resources.labels import (
     TRACK_LABEL,
 )
 from .resources.names import label_value
-from .scheduling import NodeSummary, node_summary, schedulable
+from .scheduling import NodeSummary, bound_devices, devices_in_use, node_summary, schedulable
 from .status import DEPLOYMENT_READY_REASONS, conditions_equal, find_condition, now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -152,6 +152,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     memo.model_deployments = kwargs["model_deployments_index"]
     # Node name -> NodeSummary, kept by node_event.
     memo.nodes = {}
+    # (namespace, pod) -> (node, device requests) of bound model-server pods, kept by
+    # pod_event: the canary's spare-GPU check (other workloads' pods are not watched).
+    memo.gpu_pods = {}
 
     from .workqueue import WorkQueue
 
@@ -374,7 +377,14 @@ async def _reconcile(
     memo.failed_generation[key] = body["metadata"].get("generation")
     try:
         with metrics.RECONCILE_SECONDS.time():
-            result = await reconcile(body, kube, memo.config, nodes=_nodes(memo), cache=memo.cache)
+            result = await reconcile(
+                body,
+                kube,
+                memo.config,
+                nodes=_nodes(memo),
+                cache=memo.cache,
+                gpu_in_use=devices_in_use(getattr(memo, "gpu_pods", {}).values()),
+            )
     except ApiError as exc:
         metrics.RECONCILES.labels("error").inc()
         metrics.RECONCILE_ERRORS.labels(f"http_{exc.status}" if exc.status else "connection").inc()
@@ -725,6 +735,14 @@ async def pod_event(
     type: str | None, namespace: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """A model-server pod that became Ready: its cold start, for the queue to record."""
+    pod_key = (namespace or "", str(body.get("metadata", {}).get("name", "")))
+    held = None if type == "DELETED" else bound_devices(body)
+    gpu_pods = getattr(memo, "gpu_pods", None)
+    if gpu_pods is not None:
+        if held is None:
+            gpu_pods.pop(pod_key, None)
+        else:
+            gpu_pods[pod_key] = held
     if type == "DELETED":
         return
     owner = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)

@@ -35,7 +35,7 @@ from .resources.labels import CANARY
 from .resources.names import child_name
 from .resources.service import url
 from .rollout import analysis_breach
-from .scheduling import schedulable
+from .scheduling import canary_spare_gpus, schedulable
 from .status import (
     FALSE,
     TRUE,
@@ -103,8 +103,13 @@ async def reconcile(
     nodes: Iterable[Any] | None = None,
     cache: ChildCache | None = None,
     now: str | None = None,
+    gpu_in_use: Mapping[str, Mapping[str, int]] | None = None,
 ) -> ReconcileResult:
-    """``nodes``: Node summaries for the Schedulable condition (None: cannot list Nodes)."""
+    """``nodes``: Node summaries for the Schedulable condition (None: cannot list Nodes).
+
+    ``gpu_in_use``: devices requested per node by kubeserve's model-server pods (the only
+    pods the operator watches), for the canary's spare-GPU check.
+    """
     now = now or now_rfc3339()
     cache = cache if cache is not None else ChildCache()
     meta = body.get("metadata", {})
@@ -143,14 +148,26 @@ async def reconcile(
     if live_canary is not None and owned_by(live_canary, uid) and md.spec.canary is not None:
         pods = await kube.list("v1", "pods", md.namespace, label_selector=_canary_pod_selector(md))
     breach, analysis_failures = (None, None)
+    last_analysis: str | None = None
+    analysis_retry: float | None = None
     if (
         live_canary is not None
         and md.spec.canary is not None
         and md.spec.canary.analysis
         and not rollout.annotations_of(live_canary).get(rollout.ROLLED_BACK_ANNOTATION)
     ):
-        # Analysis: only while a canary runs; unknown never rolls back (rollout.py).
-        breach, analysis_failures = await analysis_breach(md, cfg, previous)
+        # Analysis: only while a canary runs; unknown never rolls back (rollout.py). Once
+        # per intervalSeconds: between checks the count and the last time carry over.
+        wait = rollout.analysis_wait(md, previous, now)
+        if wait > 0:
+            before = previous.get("canary") or {}
+            analysis_failures = int(before.get("analysisFailures") or 0)
+            last_analysis = before.get("lastAnalysisTime")
+            analysis_retry = wait
+        else:
+            breach, analysis_failures = await analysis_breach(md, cfg, previous)
+            last_analysis = now
+            analysis_retry = float(md.spec.canary.analysis.interval_seconds)
     canary_plan = rollout.plan(
         md,
         cfg,
@@ -186,6 +203,9 @@ async def reconcile(
     autoscaler_verdict: Verdict | None = None
     canary_problem: Verdict | None = None
     retry_after: float | None = canary_plan.retry_after
+    if analysis_retry is not None and not canary_plan.keep and canary_plan.render_canary:
+        # Run again when the next analysis is due.
+        retry_after = analysis_retry if retry_after is None else min(retry_after, analysis_retry)
     deployment_failed = False
     for obj in desired:
         kind = kind_of(obj)
@@ -230,7 +250,15 @@ async def reconcile(
     )
     verdicts.append(autoscaler_verdict or autoscaler.condition)
     placement = schedulable(md, nodes, cfg)
-    verdicts.append(placement)
+    spare_gpus = None
+    if canary_plan.render_canary and placement.status == TRUE:
+        # Before the canary's pods bind: is there room for them? An early warning only.
+        placed = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName"))
+        spare_gpus = canary_spare_gpus(
+            md, nodes, gpu_in_use, cfg, unplaced=canary_plan.replicas - placed
+        )
+    # The canary's missing GPUs never hold stable's Ready back.
+    verdicts.append(spare_gpus or placement)
     if placement.status == FALSE and replica_counts(deployment)[2] == 0:
         blockers.append(as_ready(placement))
     verdicts.append(ready_verdict(deployment, blockers, autoscaled=bool(md.spec.autoscaling)))
@@ -250,6 +278,8 @@ async def reconcile(
         status["canary"] = canary_plan.status
         if canary_plan.status is not None and analysis_failures is not None:
             status["canary"] = {**canary_plan.status, "analysisFailures": analysis_failures}
+            if last_analysis is not None:
+                status["canary"]["lastAnalysisTime"] = last_analysis
     events.extend(("Warning", b.reason, b.message) for b in blockers)
     return ReconcileResult(status, events, retry_after)
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .api import CanaryState, ModelDeployment
@@ -434,6 +435,30 @@ def _status(
 # --- analysis: the hook for operator/kubeserve/analysis.py ------------------------------
 
 
+def analysis_wait(md: ModelDeployment, previous: Mapping[str, Any] | None, now: str) -> float:
+    """Seconds until the next analysis is due (0: now): one check per intervalSeconds.
+
+    The last check's time lives in status.canary.lastAnalysisTime (RFC 3339), so a restart or
+    an unrelated event does not check again early. A time in the future (clock skew) or
+    unreadable counts as due.
+    """
+    canary = md.spec.canary
+    if canary is None or canary.analysis is None:
+        return 0.0
+    last = ((previous or {}).get("canary") or {}).get("lastAnalysisTime")
+    if not last:
+        return 0.0
+    try:
+        then = datetime.fromisoformat(str(last).replace("Z", "+00:00"))
+        current = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    elapsed = (current - then).total_seconds()
+    if elapsed < 0:
+        return 0.0
+    return max(canary.analysis.interval_seconds - elapsed, 0.0)
+
+
 async def analysis_breach(
     md: ModelDeployment, cfg: OperatorConfig, previous: Mapping[str, Any] | None = None
 ) -> tuple[str | None, int | None]:
@@ -466,6 +491,7 @@ __all__ = [
     "Observed",
     "Plan",
     "analysis_breach",
+    "analysis_wait",
     "canary_shape",
     "plan",
     "pod_shape",

@@ -42,6 +42,7 @@ NO_MATCHING_NODES = "NoMatchingNodes"
 NO_GPU_REQUESTED = "NoGPURequested"
 NODES_UNKNOWN = "NodesUnknown"
 NODES_FORBIDDEN = "NodesForbidden"
+NO_SPARE_GPU_FOR_CANARY = "NoSpareGPUForCanary"
 
 # Taints the node lifecycle controller and cloud controllers set while a condition lasts.
 _TRANSIENT_TAINT_PREFIXES = ("node.kubernetes.io/", "node.cloudprovider.kubernetes.io/")
@@ -162,6 +163,96 @@ def schedulable(
             details += " (" + ", ".join(sorted(untolerated)[:3]) + ")"
         message += f"; not counted: {details}"
     return Verdict(SCHEDULABLE, FALSE, NO_MATCHING_NODES, message)
+
+
+def bound_devices(pod: Mapping[str, Any]) -> tuple[str, dict[str, int]] | None:
+    """(node, device requests) of a pod that holds devices on a node, else None.
+
+    A pod holds its devices once bound (spec.nodeName) until it ends (Succeeded/Failed) or
+    is deleted. Requests of all containers are summed (init containers run before them and
+    release theirs, so they do not add).
+    """
+    spec = pod.get("spec") or {}
+    node = spec.get("nodeName")
+    phase = (pod.get("status") or {}).get("phase")
+    if not node or phase in ("Succeeded", "Failed"):
+        return None
+    devices: Counter[str] = Counter()
+    for container in spec.get("containers") or []:
+        resources = container.get("resources") or {}
+        wanted = resources.get("requests") or resources.get("limits") or {}
+        for name, value in wanted.items():
+            if "/" in str(name):
+                devices[str(name)] += _device_count(value)
+    held = {name: count for name, count in devices.items() if count > 0}
+    return (str(node), held) if held else None
+
+
+def devices_in_use(
+    pods: Iterable[tuple[str, Mapping[str, int]] | None],
+) -> dict[str, dict[str, int]]:
+    """Devices requested per node by the given ``bound_devices`` results."""
+    used: dict[str, dict[str, int]] = {}
+    for bound in pods:
+        if bound is None:
+            continue
+        node, devices = bound
+        per_node = used.setdefault(node, {})
+        for name, count in devices.items():
+            per_node[name] = per_node.get(name, 0) + count
+    return used
+
+
+def canary_spare_gpus(
+    md: ModelDeployment,
+    nodes: Iterable[Mapping[str, Any] | NodeSummary] | None,
+    used: Mapping[str, Mapping[str, int]] | None,
+    cfg: OperatorConfig,
+    *,
+    unplaced: int,
+) -> Verdict | None:
+    """Schedulable=False, NoSpareGPUForCanary when the matching nodes lack spare devices for
+    the ``unplaced`` canary pods (not yet bound to a node); None when they fit or nothing is
+    known.
+
+    Spare = a matching node's allocatable minus what the pods in ``used`` request there.
+    ``used`` holds only kubeserve's model-server pods (the operator watches those alone):
+    other workloads' GPU pods are not seen, so this is an early warning, not a promise; the
+    scheduler remains the judge. A pod does not span nodes: a node with 3 spare devices fits
+    one pod of 2.
+    """
+    gpu = md.spec.gpu
+    if gpu is None or nodes is None or unplaced <= 0:
+        return None
+    pod = _PodNeeds.of(md, cfg)
+    used = used or {}
+    spare: dict[str, int] = {}
+    for node in (n if isinstance(n, NodeSummary) else node_summary(n) for n in nodes):
+        if node.unschedulable or not all(pod.tolerates(t) for t in node.taints):
+            continue
+        if not pod.placement_matches(node) or not pod.gpu_fits(node):
+            continue
+        in_use = (used.get(node.name) or {}).get(pod.device, 0)
+        spare[node.name] = max(node.devices.get(pod.device, 0) - in_use, 0)
+    if not spare:
+        return None  # no matching node at all: the Schedulable verdict already says so
+    fits = sum(free // pod.count for free in spare.values())
+    if fits >= unplaced:
+        return None
+    free = sorted(spare.items(), key=lambda item: (-item[1], item[0]))
+    listed = ", ".join(f"{name} {n}" for name, n in free[:_MAX_GROUPS])
+    if len(free) > _MAX_GROUPS:
+        listed += f" and {len(free) - _MAX_GROUPS} more nodes"
+    pods = "pod" if unplaced == 1 else "pods"
+    return Verdict(
+        SCHEDULABLE,
+        FALSE,
+        NO_SPARE_GPU_FOR_CANARY,
+        f"the canary needs {unplaced} {pods} x {pod.count} {pod.device}; free on matching "
+        f"nodes: {listed} (room for {fits}); counted against kubeserve's model-server pods "
+        "only, other GPU workloads are not seen; the canary keeps weight 0 and its deadline "
+        "rolls it back if no GPU frees up",
+    )
 
 
 @dataclass(frozen=True)
