@@ -103,9 +103,7 @@ def test_a_never_ready_canary_gets_no_traffic_and_is_rolled_back(
     assert any(e.get("reason") == "CanaryRolledBack" for e in events)
 
 
-def test_a_crash_looping_canary_is_rolled_back(
-    kube: Kube, tools: Tools, namespace: str
-) -> None:
+def test_a_crash_looping_canary_is_rolled_back(kube: Kube, tools: Tools, namespace: str) -> None:
     name = "loop"
     canary = {"model": V2, "trafficPercent": 50, "image": "example.com/onnx:crashloop"}
     tools.apply(model_deployment(name, namespace, replicas=1, canary=canary))
@@ -145,8 +143,10 @@ def test_the_approximate_split_is_nine_stable_and_one_canary_ready_endpoint(
 
     assert eventually(split, timeout=90, step=0.5, what="9 stable and 1 canary endpoint")
     status = eventually(
-        lambda: (s := canary_status(kube, namespace, name)).get("traffic") == "stable 90 / "
-        "canary 10" and s,
+        lambda: (
+            (s := canary_status(kube, namespace, name)).get("traffic") == "stable 90 / canary 10"
+            and s
+        ),
         timeout=30,
         what="status: stable 90 / canary 10",
     )
