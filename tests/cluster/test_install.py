@@ -49,7 +49,7 @@ def test_the_crds_folder_and_the_generator_apply_to_a_real_api_server(installed:
 def test_kubectl_get_columns_and_explain(installed: Tools, namespace: str) -> None:
     installed.apply(model_deployment("shown", namespace))
     out = installed.kubectl("get", "md", "-n", namespace).stdout.splitlines()
-    assert out[0].split() == ["NAME", "RUNTIME", "READY", "REPLICAS", "URL", "AGE"]
+    assert out[0].split() == ["NAME", "RUNTIME", "READY", "REPLICAS", "URL", "CANARY", "AGE"]
     assert out[1].split()[:2] == ["shown", "onnxruntime"]
     explained = installed.kubectl("explain", "modeldeployment.spec.gpu.migProfile").stdout
     assert "MIG" in explained
