@@ -9,7 +9,6 @@ cel-python at the level it is declared. A rule cel-python cannot evaluate fails 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import celpy
 import jsonschema  # type: ignore[import-untyped]
 import yaml
+from cel_helper import with_defaults
 from crd_validator import as_jsonschema
 
 CRDS = Path(__file__).resolve().parents[3] / "shared" / "k8s" / "crds"
@@ -44,25 +44,6 @@ def version_schema(kind: str, version: str = "v1") -> dict[str, Any]:
             schema: dict[str, Any] = entry["schema"]["openAPIV3Schema"]
             return schema
     raise KeyError(f"{kind} has no version {version}")
-
-
-def _with_defaults(schema: dict[str, Any], value: Any) -> Any:
-    out = copy.deepcopy(value)
-
-    def fill(node: dict[str, Any], item: Any) -> None:
-        if isinstance(item, list) and "items" in node:
-            for element in item:
-                fill(node["items"], element)
-        if not isinstance(item, dict):
-            return
-        for name, sub in node.get("properties", {}).items():
-            if name not in item and "default" in sub:
-                item[name] = copy.deepcopy(sub["default"])
-            if name in item:
-                fill(sub, item[name])
-
-    fill(schema, out)
-    return out
 
 
 def _rules(schema: dict[str, Any], value: Any, path: str) -> Iterator[tuple[str, str, str, Any]]:
@@ -95,7 +76,7 @@ def route_errors(obj: dict[str, Any]) -> list[str]:
     ]
     if errors:
         return errors
-    for path, rule, message, value in _rules(schema, _with_defaults(schema, obj), ""):
+    for path, rule, message, value in _rules(schema, with_defaults(schema, obj), ""):
         try:
             result = _program(rule).evaluate({"self": celpy.json_to_cel(value)})
         except celpy.CELEvalError as exc:  # type: ignore[attr-defined]
